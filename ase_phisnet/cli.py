@@ -1,0 +1,115 @@
+"""The ``ase-phisnet`` command line: one subcommand per job.
+
+    ase-phisnet generate --molecule H2O --n 100 --xc pbe --basis def2-svp --temperature 500 \\
+        --out water.h5 [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ase_phisnet.errors import PhiSNetError
+
+
+def _add_generate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="make (or resume) a PySCF reference dataset",
+        description="Sample thermal geometries of a molecule and compute PySCF references "
+        "(H, S, core H, orbital energies, energy, forces) into an HDF5 dataset. Re-running "
+        "the same command on an existing file resumes it.",
+    )
+    parser.add_argument("--molecule", required=True, help="ASE name (H2O, CH3CH2OH) or xyz file")
+    parser.add_argument("--n", type=int, required=True, help="number of geometries")
+    parser.add_argument("--out", required=True, help="output HDF5 file (resumed if it exists)")
+    parser.add_argument("--xc", default="pbe", help="functional, or 'hf' (default: pbe)")
+    parser.add_argument("--basis", default="def2-svp", help="PySCF basis (default: def2-svp)")
+    parser.add_argument("--charge", type=int, default=0, help="total charge (default: 0)")
+    parser.add_argument("--grid-level", type=int, default=3, help="DFT grid level (default: 3)")
+    parser.add_argument("--conv-tol", type=float, default=1e-10, help="SCF tolerance in Eh")
+    parser.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
+    parser.add_argument(
+        "--temperature", type=float, nargs="+", default=[300.0],
+        help="sampling temperature(s) in K; geometries are split evenly (default: 300)",
+    )
+    parser.add_argument("--sampler", choices=["langevin", "normal-modes"], default="langevin")
+    parser.add_argument(
+        "--sampling-calculator", choices=["auto", "gfn2", "pyscf"], default="auto",
+        help="cheap calculator for sampling: GFN2-xTB (tblite) if installed, else HF/STO-3G",
+    )
+    parser.add_argument("--stride", type=int, default=20, help="Langevin steps per snapshot")
+    parser.add_argument("--equilibration-steps", type=int, default=400)
+    parser.add_argument("--timestep", type=float, default=0.5, help="Langevin time step in fs")
+    parser.add_argument("--quantum", action="store_true",
+                        help="normal-mode sampling with zero-point spread")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes")
+    parser.add_argument(
+        "--dask-scheduler", default=None,
+        help="address of a Dask scheduler; its executor runs the PySCF jobs instead",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(run=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from ase_phisnet.generate import generate_dataset
+    from ase_phisnet.reference import Theory
+    from ase_phisnet.sampling import SamplerConfig
+
+    theory = Theory(
+        xc=args.xc, basis=args.basis, charge=args.charge, grid_level=args.grid_level,
+        conv_tol=args.conv_tol, max_cycle=args.max_cycle,
+    )
+    sampler = SamplerConfig(
+        kind=args.sampler, temperatures_k=tuple(args.temperature), seed=args.seed,
+        calculator=args.sampling_calculator, timestep_fs=args.timestep, stride=args.stride,
+        equilibration_steps=args.equilibration_steps, quantum=args.quantum,
+    )
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    executor = None
+    if args.dask_scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise PhiSNetError("--dask-scheduler needs dask: pip install 'ase-phisnet[dask]'")
+        executor = Client(args.dask_scheduler).get_executor()
+    summary = generate_dataset(
+        args.molecule, args.n, theory, sampler, args.out, workers=args.workers,
+        executor=executor, progress=not args.no_progress,
+    )
+    print(
+        f"{summary.path}: {summary.n_records}/{summary.n_planned} records "
+        f"({summary.n_computed_this_run} computed now, {summary.n_failed} failed SCF) "
+        f"in {summary.wall_time_s:.1f} s"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ase-phisnet", description="Learned Hamiltonians (PhiSNet) for ASE."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_generate(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (PhiSNetError, ValueError, ImportError) as error:
+        print(f"ase-phisnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Reference electronic structure from PySCF: one geometry, one theory, one record.
+
+Units: everything here is in atomic units, as PySCF uses them — positions in Bohr, energies and
+matrix elements in Hartree (Eh), forces in Eh/Bohr, dipoles in e·Bohr. Conversion to eV/Å happens
+only at the ASE boundary.
+
+The record of one geometry (:class:`ReferenceRecord`) holds the converged Kohn–Sham/Fock matrix
+``H = mf.get_fock()``, the overlap ``S = mf.get_ovlp()``, the core Hamiltonian, orbital energies
+and occupations of ``H C = S C eps``, the total energy and PySCF's analytic forces. A SCF that does
+not converge raises :class:`SCFNotConvergedError` and produces no record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ase_phisnet.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
+
+
+@dataclass(frozen=True)
+class Theory:
+    """A closed-shell reference level of theory.
+
+    Attributes:
+        xc: Exchange–correlation functional as PySCF names it (``"pbe"``, ``"b3lyp"``, ...), or
+            ``"hf"`` for restricted Hartree–Fock.
+        basis: PySCF basis name (``"def2-svp"``); spherical AOs are always used.
+        charge: Total molecular charge in e.
+        grid_level: PySCF DFT grid level (0–9, PySCF's default is 3); ignored for HF.
+        conv_tol: SCF energy convergence threshold in Eh.
+        conv_tol_grad: SCF orbital-gradient threshold; ``None`` uses PySCF's ``sqrt(conv_tol)``.
+        max_cycle: Maximum number of SCF iterations before the SCF counts as failed.
+    """
+
+    xc: str = "pbe"
+    basis: str = "def2-svp"
+    charge: int = 0
+    grid_level: int = 3
+    conv_tol: float = 1e-10
+    conv_tol_grad: float | None = None
+    max_cycle: int = 100
+
+    def __post_init__(self):
+        object.__setattr__(self, "xc", self.xc.lower())
+        object.__setattr__(self, "basis", self.basis.lower())
+        if self.method == "rks":
+            from pyscf.dft import libxc
+
+            try:
+                libxc.parse_xc(self.xc)
+            except Exception as error:
+                raise ValueError(
+                    f"unknown exchange-correlation functional {self.xc!r} ({error}); "
+                    "use a PySCF/libxc name such as 'pbe' or 'b3lyp', or 'hf'"
+                ) from None
+        if not 0 <= self.grid_level <= 9:
+            raise ValueError(f"grid_level must be in 0..9, got {self.grid_level}")
+        if not self.conv_tol > 0:
+            raise ValueError(f"conv_tol must be positive, got {self.conv_tol}")
+        if self.max_cycle < 1:
+            raise ValueError(f"max_cycle must be >= 1, got {self.max_cycle}")
+
+    @property
+    def method(self) -> str:
+        """``"rhf"`` for Hartree–Fock, ``"rks"`` for Kohn–Sham DFT."""
+        return "rhf" if self.xc == "hf" else "rks"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Theory:
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown Theory fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass
+class ReferenceRecord:
+    """PySCF reference of one geometry (atomic units throughout).
+
+    Shapes: ``N`` atoms, ``nao`` spherical AOs in PySCF's AO order.
+    """
+
+    atomic_numbers: np.ndarray  # (N,) int
+    positions_bohr: np.ndarray  # (N, 3)
+    energy_eh: float  # total energy, Eh
+    forces_eh_per_bohr: np.ndarray  # (N, 3), -dE/dR
+    hamiltonian_eh: np.ndarray  # (nao, nao) converged Fock / Kohn–Sham matrix
+    overlap: np.ndarray  # (nao, nao) dimensionless
+    core_hamiltonian_eh: np.ndarray  # (nao, nao) kinetic + nuclear attraction
+    orbital_energies_eh: np.ndarray  # (nao,) ascending
+    occupations: np.ndarray  # (nao,) 2 or 0
+    dipole_e_bohr: np.ndarray  # (3,) electronic + nuclear, origin at 0
+    scf_cycles: int
+    wall_time_s: float
+
+    ARRAY_FIELDS = (
+        "atomic_numbers",
+        "positions_bohr",
+        "forces_eh_per_bohr",
+        "hamiltonian_eh",
+        "overlap",
+        "core_hamiltonian_eh",
+        "orbital_energies_eh",
+        "occupations",
+        "dipole_e_bohr",
+    )
+    SCALAR_FIELDS = ("energy_eh", "scf_cycles", "wall_time_s")
+
+
+def check_closed_shell(atomic_numbers, charge: int) -> int:
+    """Number of electrons of a restricted closed-shell molecule; raise if it is odd or < 0."""
+    n_electrons = int(np.sum(atomic_numbers)) - int(charge)
+    if n_electrons <= 0:
+        raise OpenShellError(f"charge {charge} leaves {n_electrons} electrons")
+    if n_electrons % 2:
+        formula = "".join(chemical_symbols[int(z)] for z in atomic_numbers)
+        raise OpenShellError(
+            f"{formula} with charge {charge} has {n_electrons} electrons (odd): only restricted "
+            "closed-shell molecules are supported; change the charge by one"
+        )
+    return n_electrons
+
+
+def build_molecule(atomic_numbers, positions_bohr, basis: str, charge: int = 0):
+    """A PySCF ``Mole`` (spherical AOs, Bohr) for a closed-shell molecule, with clear errors."""
+    from pyscf import gto
+
+    atomic_numbers = np.asarray(atomic_numbers, dtype=int)
+    positions_bohr = np.asarray(positions_bohr, dtype=float)
+    if atomic_numbers.ndim != 1 or positions_bohr.shape != (len(atomic_numbers), 3):
+        raise ValueError(
+            f"need atomic_numbers (N,) and positions (N, 3); got {atomic_numbers.shape} "
+            f"and {positions_bohr.shape}"
+        )
+    check_closed_shell(atomic_numbers, charge)
+    from ase_phisnet.basis import BasisLayout
+
+    BasisLayout(basis, list(set(atomic_numbers.tolist())))  # raises UnsupportedElementError
+    atoms = [[chemical_symbols[z], tuple(p)] for z, p in zip(atomic_numbers, positions_bohr)]
+    try:
+        return gto.M(atom=atoms, basis=basis, charge=charge, spin=0, unit="Bohr", cart=False,
+                     verbose=0)
+    except Exception as error:
+        raise UnsupportedElementError(f"PySCF cannot build this molecule: {error}") from error
+
+
+def make_mean_field(mol, theory: Theory):
+    """An unconverged restricted PySCF mean-field object for ``theory``."""
+    from pyscf import dft, scf
+
+    if theory.method == "rhf":
+        mf = scf.RHF(mol)
+    else:
+        mf = dft.RKS(mol)
+        mf.xc = theory.xc
+        mf.grids.level = theory.grid_level
+    mf.conv_tol = theory.conv_tol
+    if theory.conv_tol_grad is not None:
+        mf.conv_tol_grad = theory.conv_tol_grad
+    mf.max_cycle = theory.max_cycle
+    mf.verbose = 0
+    return mf
+
+
+def compute_reference(atomic_numbers, positions_bohr, theory: Theory) -> ReferenceRecord:
+    """Run PySCF at ``theory`` on one geometry and return its :class:`ReferenceRecord`.
+
+    Args:
+        atomic_numbers: (N,) nuclear charges.
+        positions_bohr: (N, 3) Cartesian positions in Bohr.
+        theory: Level of theory, basis and SCF settings.
+
+    Raises:
+        OpenShellError: Odd electron count for ``theory.charge``.
+        UnsupportedElementError: ``theory.basis`` does not cover an element.
+        SCFNotConvergedError: The SCF did not converge within ``theory.max_cycle``.
+    """
+    start = time.perf_counter()
+    mol = build_molecule(atomic_numbers, positions_bohr, theory.basis, theory.charge)
+    mf = make_mean_field(mol, theory)
+    cycles = [0]
+    mf.callback = lambda envs: cycles.__setitem__(0, envs["cycle"] + 1)
+    energy = mf.kernel()
+    if not mf.converged:
+        raise SCFNotConvergedError(
+            f"{theory.method.upper()} {theory.xc}/{theory.basis} did not converge in "
+            f"{theory.max_cycle} cycles (last energy {energy:.10f} Eh)"
+        )
+    gradient = mf.nuc_grad_method().kernel()
+    record = ReferenceRecord(
+        atomic_numbers=np.asarray(atomic_numbers, dtype=np.int64),
+        positions_bohr=np.asarray(positions_bohr, dtype=np.float64),
+        energy_eh=float(energy),
+        forces_eh_per_bohr=-np.asarray(gradient),
+        hamiltonian_eh=np.asarray(mf.get_fock()),
+        overlap=np.asarray(mf.get_ovlp()),
+        core_hamiltonian_eh=np.asarray(mf.get_hcore()),
+        orbital_energies_eh=np.asarray(mf.mo_energy),
+        occupations=np.asarray(mf.mo_occ),
+        dipole_e_bohr=np.asarray(mf.dip_moment(unit="AU", verbose=0)),
+        scf_cycles=int(cycles[0]),
+        wall_time_s=time.perf_counter() - start,
+    )
+    return record

@@ -1,0 +1,250 @@
+"""Thermal geometries of a molecule for reference data.
+
+Two samplers, both driven by a cheap calculator (GFN2-xTB through tblite when it is installed,
+otherwise a cheap PySCF level):
+
+* ``langevin``: ASE Langevin MD at temperature ``T``; after equilibration one snapshot every
+  ``stride`` steps.
+* ``normal-modes``: relax to a minimum, build the harmonic Hessian, and draw independent
+  displacements along the normal modes from the harmonic Boltzmann distribution,
+  ``q_k ~ N(0, k_B T / lambda_k)`` in mass-weighted coordinates (``lambda_k`` the eigenvalues of
+  the mass-weighted Hessian), or its quantum version with ``k_B T`` replaced by
+  ``(hbar omega_k / 2) coth(hbar omega_k / 2 k_B T)`` (zero-point spread included).
+
+Positions returned here are in Å (ASE's unit); callers convert to Bohr.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from ase import Atoms, units
+
+from ase_phisnet.errors import UnknownMoleculeError
+
+SamplerKind = Literal["langevin", "normal-modes"]
+CheapCalculatorKind = Literal["auto", "gfn2", "pyscf"]
+SAMPLER_KINDS = ("langevin", "normal-modes")
+CHEAP_CALCULATOR_KINDS = ("auto", "gfn2", "pyscf")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How geometries are drawn.
+
+    Attributes:
+        kind: ``"langevin"`` or ``"normal-modes"``.
+        temperatures_k: One or more temperatures in K; the geometries are split evenly.
+        seed: Seed of every random number used (velocities, Langevin noise, mode amplitudes).
+        calculator: Cheap calculator: ``"gfn2"`` (tblite), ``"pyscf"`` (HF/STO-3G) or ``"auto"``.
+        timestep_fs: Langevin time step in fs.
+        friction_per_fs: Langevin friction in 1/fs.
+        equilibration_steps: Langevin steps discarded before the first snapshot.
+        stride: Langevin steps between snapshots.
+        quantum: Normal-mode sampling with zero-point spread (quantum harmonic oscillator).
+    """
+
+    kind: SamplerKind = "langevin"
+    temperatures_k: tuple[float, ...] = (300.0,)
+    seed: int = 0
+    calculator: CheapCalculatorKind = "auto"
+    timestep_fs: float = 0.5
+    friction_per_fs: float = 0.01
+    equilibration_steps: int = 400
+    stride: int = 20
+    quantum: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
+        if self.kind not in SAMPLER_KINDS:
+            raise ValueError(f"unknown sampler {self.kind!r}; choose one of {SAMPLER_KINDS}")
+        if self.calculator not in CHEAP_CALCULATOR_KINDS:
+            raise ValueError(
+                f"unknown sampling calculator {self.calculator!r}; "
+                f"choose one of {CHEAP_CALCULATOR_KINDS}"
+            )
+        if not self.temperatures_k or min(self.temperatures_k) <= 0:
+            raise ValueError(f"temperatures must be positive, got {self.temperatures_k}")
+        if self.timestep_fs <= 0 or self.friction_per_fs < 0:
+            raise ValueError("timestep_fs must be > 0 and friction_per_fs >= 0")
+        if self.stride < 1 or self.equilibration_steps < 0:
+            raise ValueError("stride must be >= 1 and equilibration_steps >= 0")
+
+
+def resolve_molecule(name_or_path: str) -> Atoms:
+    """An ``Atoms`` from an ASE collection name (``"H2O"``, ``"CH3CH2OH"``) or a structure file."""
+    from ase.build import molecule
+    from ase.collections import g2
+
+    if os.path.exists(name_or_path):
+        from ase.io import read
+
+        try:
+            atoms = read(name_or_path)
+        except Exception as error:
+            raise UnknownMoleculeError(f"cannot read structure file {name_or_path!r}: {error}")
+        atoms.pbc = False
+        atoms.cell = None
+        return atoms
+    try:
+        return molecule(name_or_path)
+    except KeyError:
+        close = [name for name in g2.names if name.lower() == name_or_path.lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownMoleculeError(
+            f"{name_or_path!r} is neither a file nor a molecule of ASE's g2 collection{hint}; "
+            "examples: H2O, NH3, CH4, CH3CH2OH, C6H6"
+        ) from None
+
+
+def tblite_available() -> bool:
+    try:
+        import tblite.ase  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_cheap_calculator(kind: CheapCalculatorKind = "auto"):
+    """GFN2-xTB via tblite (``"gfn2"``, or ``"auto"`` when installed), else PySCF HF/STO-3G."""
+    if kind == "gfn2" or (kind == "auto" and tblite_available()):
+        if not tblite_available():
+            raise ImportError("the gfn2 sampling calculator needs tblite: pip install tblite")
+        from tblite.ase import TBLite
+
+        return TBLite(method="GFN2-xTB", verbosity=0)
+    from ase_phisnet.pyscf_calculator import PySCFCalculator
+    from ase_phisnet.reference import Theory
+
+    return PySCFCalculator(Theory(xc="hf", basis="sto-3g", conv_tol=1e-8))
+
+
+def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True) -> np.ndarray:
+    """``n`` geometries of ``atoms`` as an array (n, N, 3) in Å, split evenly over temperatures.
+
+    The result depends only on ``atoms``, ``n`` and ``config`` (reproducible by seed).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    counts = _counts_per_temperature(n, config)
+    calculator = make_cheap_calculator(config.calculator)
+    chunks = []
+    for index, (temperature, count) in enumerate(zip(config.temperatures_k, counts)):
+        if count == 0:
+            continue
+        seed = np.random.SeedSequence([config.seed, index])
+        rng = np.random.default_rng(seed)
+        if config.kind == "langevin":
+            chunks.append(
+                sample_langevin(atoms, calculator, int(count), temperature, rng, config, progress)
+            )
+        else:
+            chunks.append(
+                sample_normal_modes(atoms, calculator, int(count), temperature, rng, config)
+            )
+    return np.concatenate(chunks)
+
+
+def sample_temperatures(n: int, config: SamplerConfig) -> np.ndarray:
+    """The temperature (K) each geometry of :func:`sample_geometries` was drawn at, shape (n,)."""
+    return np.repeat(np.asarray(config.temperatures_k), _counts_per_temperature(n, config))
+
+
+def _counts_per_temperature(n: int, config: SamplerConfig) -> np.ndarray:
+    counts = np.full(len(config.temperatures_k), n // len(config.temperatures_k))
+    counts[: n % len(config.temperatures_k)] += 1
+    return counts
+
+
+def sample_langevin(atoms, calculator, n, temperature_k, rng, config, progress=True):
+    """Snapshots (n, N, 3) Å of Langevin MD at ``temperature_k`` with ``calculator``."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from tqdm.auto import tqdm
+
+    from ase.constraints import FixCom
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    atoms.set_constraint(FixCom())  # Langevin noise would otherwise make the molecule drift
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dynamics = Langevin(
+        atoms,
+        timestep=config.timestep_fs * units.fs,
+        temperature_K=temperature_k,
+        friction=config.friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    total = config.equilibration_steps + n * config.stride
+    snapshots = []
+    with tqdm(total=total, desc=f"Langevin {temperature_k:g} K", disable=not progress,
+              leave=False) as bar:
+        dynamics.run(config.equilibration_steps)
+        bar.update(config.equilibration_steps)
+        for _ in range(n):
+            dynamics.run(config.stride)
+            bar.update(config.stride)
+            snapshots.append(atoms.get_positions())
+    atoms.set_constraint()
+    return np.asarray(snapshots)
+
+
+def harmonic_modes(atoms, calculator, fmax_ev_per_ang=1e-3):
+    """Relaxed positions (N, 3) Å and mass-weighted normal modes of ``atoms``.
+
+    Returns ``(positions, eigenvalues, modes)``: eigenvalues of the mass-weighted Hessian in
+    eV/(Å² amu) and modes as columns (3N, k), translations and rotations removed.
+    """
+    from ase.optimize import BFGS
+    from ase.vibrations import Vibrations
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    BFGS(atoms, logfile=None).run(fmax=fmax_ev_per_ang, steps=500)
+    with tempfile.TemporaryDirectory() as workdir:
+        vibrations = Vibrations(atoms, name=os.path.join(workdir, "vib"), delta=0.005)
+        vibrations.run()
+        hessian = vibrations.get_vibrations().get_hessian_2d()  # eV/Å²
+    inv_sqrt_mass = np.repeat(atoms.get_masses() ** -0.5, 3)
+    mass_weighted = inv_sqrt_mass[:, None] * hessian * inv_sqrt_mass[None, :]
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (mass_weighted + mass_weighted.T))
+    n_rigid = 5 if _is_linear(atoms.positions) else 6
+    if len(atoms) == 1:
+        raise ValueError("normal-mode sampling needs at least two atoms")
+    order = np.argsort(np.abs(eigenvalues))
+    keep = np.sort(order[n_rigid:])
+    eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
+    if eigenvalues.min() <= 0:
+        raise RuntimeError(
+            "the relaxed structure has an imaginary mode; it is not a minimum of the cheap "
+            "calculator, so normal-mode sampling is undefined there"
+        )
+    return atoms.get_positions(), eigenvalues, vectors
+
+
+def sample_normal_modes(atoms, calculator, n, temperature_k, rng, config):
+    """``n`` harmonic Boltzmann displacements (n, N, 3) Å around the cheap minimum."""
+    positions, eigenvalues, modes = harmonic_modes(atoms, calculator)
+    kt_ev = units.kB * temperature_k
+    if config.quantum:
+        hbar_omega_ev = units._hbar * units.J * units.s * np.sqrt(eigenvalues)
+        energy_scale = 0.5 * hbar_omega_ev / np.tanh(0.5 * hbar_omega_ev / kt_ev)
+    else:
+        energy_scale = np.full_like(eigenvalues, kt_ev)
+    amplitudes = rng.normal(size=(n, len(eigenvalues))) * np.sqrt(energy_scale / eigenvalues)
+    inv_sqrt_mass = np.repeat(atoms.get_masses() ** -0.5, 3)
+    displacements = (amplitudes @ modes.T) * inv_sqrt_mass  # (n, 3N) Å
+    return positions[None] + displacements.reshape(n, len(atoms), 3)
+
+
+def _is_linear(positions: np.ndarray, tolerance=1e-3) -> bool:
+    centered = positions - positions.mean(axis=0)
+    singular = np.linalg.svd(centered, compute_uv=False)
+    return len(positions) == 2 or singular[1] < tolerance * max(singular[0], 1e-12)
