@@ -19,7 +19,7 @@ A rigid rotation ``R`` of the molecule maps the AO matrices as
 
     H(R x) = D(R) H(x) D(R)^T,   D(R) = blockdiag_shells( Q_l D^l_e3nn(R) Q_l^T )
 
-(:meth:`BasisLayout.wigner_D`), which ``tests/test_basis.py`` checks against PySCF on rotated
+(:meth:`BasisLayout.wigner_D`, with e3nn's D^l built in float64 by :mod:`ase_phisnet.so3`), which ``tests/test_basis.py`` checks against PySCF on rotated
 molecules.
 """
 
@@ -35,6 +35,7 @@ from ase.data import chemical_symbols
 from e3nn import o3
 
 from ase_phisnet.errors import UnsupportedElementError
+from ase_phisnet.so3 import wigner_D
 
 #: Highest angular momentum whose change of basis is derived and tested.
 MAX_SUPPORTED_L = 4
@@ -197,7 +198,7 @@ class BasisLayout:
         blocks = []
         for l in self.shell_ls(atomic_numbers):
             q = pyscf_from_e3nn(l, rotation.dtype).to(rotation.device)
-            d = o3.Irrep(l, (-1) ** l).D_from_matrix(rotation)
+            d = wigner_D(l, rotation)
             blocks.append(q @ d @ q.T)
         return torch.block_diag(*blocks)
 
@@ -239,7 +240,9 @@ def _pyscf_from_e3nn_numpy(l: int) -> np.ndarray:
         q @ q.T, np.eye(2 * l + 1), atol=1e-10
     ):
         raise RuntimeError(f"PySCF and e3nn harmonics of l={l} are not related by a rotation")
+    # Snap the exact entries (0 and +-1) that least squares leaves ~1e-16 away.
     q[np.abs(q) < 1e-12] = 0.0
+    q[np.abs(np.abs(q) - 1.0) < 1e-12] = np.sign(q[np.abs(np.abs(q) - 1.0) < 1e-12])
     return q
 
 
