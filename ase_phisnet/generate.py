@@ -16,7 +16,6 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-import numpy as np
 from ase.units import Bohr
 
 from ase_phisnet.basis import BasisLayout
@@ -138,6 +137,8 @@ def generate_dataset(
                 writer.write_failure(index, reason)
             else:
                 writer.write_record(index, record)
+                logger.info("record %d written (%d SCF cycles, %.2f s)", index,
+                            record.scf_cycles, record.wall_time_s)
             bar.update(1)
 
         own_executor = None
@@ -179,8 +180,3 @@ def generate_dataset(
         wall_time_s=time.perf_counter() - start,
     )
 
-
-def plan_positions_ang(path) -> np.ndarray:
-    """The planned geometries (n, N, 3) of a dataset file in Å."""
-    with DatasetWriter.resume(path) as writer:
-        return writer.plan()[1] * Bohr

@@ -96,7 +96,7 @@ class ReferenceRecord:
     hamiltonian_eh: np.ndarray  # (nao, nao) converged Fock / Kohn–Sham matrix
     overlap: np.ndarray  # (nao, nao) dimensionless
     core_hamiltonian_eh: np.ndarray  # (nao, nao) kinetic + nuclear attraction
-    orbital_energies_eh: np.ndarray  # (nao,) ascending
+    orbital_energies_eh: np.ndarray  # (nao,) ascending eigenvalues of H C = S C eps
     occupations: np.ndarray  # (nao,) 2 or 0
     dipole_e_bohr: np.ndarray  # (3,) electronic + nuclear, origin at 0
     scf_cycles: int
@@ -196,16 +196,20 @@ def compute_reference(atomic_numbers, positions_bohr, theory: Theory) -> Referen
             f"{theory.max_cycle} cycles (last energy {energy:.10f} Eh)"
         )
     gradient = mf.nuc_grad_method().kernel()
+    # Orbital energies and occupations of exactly the stored H and S (mf.mo_energy belongs to
+    # the last DIIS-extrapolated Fock matrix, which differs from get_fock() by ~conv_tol_grad).
+    fock, overlap = mf.get_fock(), mf.get_ovlp()
+    orbital_energies, orbitals = mf.eig(fock, overlap)
     record = ReferenceRecord(
         atomic_numbers=np.asarray(atomic_numbers, dtype=np.int64),
         positions_bohr=np.asarray(positions_bohr, dtype=np.float64),
         energy_eh=float(energy),
         forces_eh_per_bohr=-np.asarray(gradient),
-        hamiltonian_eh=np.asarray(mf.get_fock()),
-        overlap=np.asarray(mf.get_ovlp()),
+        hamiltonian_eh=np.asarray(fock),
+        overlap=np.asarray(overlap),
         core_hamiltonian_eh=np.asarray(mf.get_hcore()),
-        orbital_energies_eh=np.asarray(mf.mo_energy),
-        occupations=np.asarray(mf.mo_occ),
+        orbital_energies_eh=np.asarray(orbital_energies),
+        occupations=np.asarray(mf.get_occ(orbital_energies, orbitals)),
         dipole_e_bohr=np.asarray(mf.dip_moment(unit="AU", verbose=0)),
         scf_cycles=int(cycles[0]),
         wall_time_s=time.perf_counter() - start,

@@ -163,7 +163,8 @@ def _counts_per_temperature(n: int, config: SamplerConfig) -> np.ndarray:
 def sample_langevin(atoms, calculator, n, temperature_k, rng, config, progress=True):
     """Snapshots (n, N, 3) Å of Langevin MD at ``temperature_k`` with ``calculator``."""
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md import velocitydistribution
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from tqdm.auto import tqdm
 
     from ase.constraints import FixCom
@@ -171,7 +172,10 @@ def sample_langevin(atoms, calculator, n, temperature_k, rng, config, progress=T
     atoms = atoms.copy()
     atoms.calc = calculator
     atoms.set_constraint(FixCom())  # Langevin noise would otherwise make the molecule drift
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    thermalize = getattr(velocitydistribution, "thermalize_momenta", None) or getattr(
+        velocitydistribution, "MaxwellBoltzmannDistribution"
+    )  # ASE >= 3.29 renamed it
+    thermalize(atoms, temperature_K=temperature_k, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
     dynamics = Langevin(

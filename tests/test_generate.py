@@ -1,0 +1,151 @@
+"""Dataset generation end to end: file content, resume after a kill, executors, errors."""
+
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import h5py
+import numpy as np
+import pytest
+
+from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.errors import DatasetFileError, OpenShellError, UnknownMoleculeError
+from ase_phisnet.generate import generate_dataset
+from ase_phisnet.reference import Theory, compute_reference
+from ase_phisnet.sampling import SamplerConfig
+
+TINY_THEORY = Theory(xc="hf", basis="sto-3g")
+TINY_SAMPLER = SamplerConfig(kind="langevin", temperatures_k=(300.0, 500.0), seed=1,
+                             equilibration_steps=20, stride=5)
+
+
+def _assert_records_match_fresh_pyscf(dataset, theory):
+    for position in range(len(dataset)):
+        stored = dataset[position]
+        fresh = compute_reference(stored.atomic_numbers, stored.positions_bohr, theory)
+        assert stored.energy_eh == pytest.approx(fresh.energy_eh, abs=1e-9)
+        np.testing.assert_allclose(stored.hamiltonian_eh, fresh.hamiltonian_eh, atol=1e-7)
+        np.testing.assert_allclose(stored.overlap, fresh.overlap, atol=1e-12)
+        np.testing.assert_allclose(stored.forces_eh_per_bohr, fresh.forces_eh_per_bohr, atol=1e-6)
+
+
+def test_generation_writes_metadata_and_records_that_match_pyscf(tmp_path):
+    out = tmp_path / "water.h5"
+    summary = generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, out, progress=False)
+    assert (summary.n_records, summary.n_failed, summary.n_computed_this_run) == (3, 0, 3)
+    dataset = HamiltonianDataset(out)
+    assert len(dataset) == 3
+    meta = dataset.metadata
+    assert meta.molecule == "H2O" and meta.theory == TINY_THEORY and meta.n_planned == 3
+    assert meta.sampler["kind"] == "langevin" and meta.sampler["seed"] == 1
+    assert meta.sampler["calculator"] in ("gfn2", "pyscf")  # 'auto' is stored resolved
+    import pyscf
+
+    assert meta.pyscf_version == pyscf.__version__
+    with h5py.File(out) as handle:
+        np.testing.assert_array_equal(handle["plan/temperature_k"][()], [300, 300, 500])
+        planned = handle["plan/positions_bohr"][()]
+    for position in range(3):
+        np.testing.assert_array_equal(dataset[position].positions_bohr, planned[position])
+    _assert_records_match_fresh_pyscf(dataset, TINY_THEORY)
+    dataset.close()
+    # Running the same command again computes nothing.
+    again = generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, out, progress=False)
+    assert again.n_computed_this_run == 0 and again.n_records == 3
+
+
+def test_killed_generation_resumes_without_losing_or_duplicating(tmp_path):
+    out = tmp_path / "water.h5"
+    n = 5
+    command = [
+        sys.executable, "-m", "ase_phisnet.cli", "--verbose", "generate", "--molecule", "H2O",
+        "--n", str(n), "--xc", "hf", "--basis", "def2-svp", "--temperature", "400",
+        "--equilibration-steps", "20", "--stride", "5", "--seed", "2", "--out", str(out),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    written = 0
+    for line in process.stderr:
+        written += "written" in line
+        if written == 2:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    survived = len(HamiltonianDataset(out))
+    assert 2 <= survived < n
+
+    theory = Theory(xc="hf", basis="def2-svp")
+    sampler = SamplerConfig(temperatures_k=(400.0,), seed=2, equilibration_steps=20, stride=5)
+    summary = generate_dataset("H2O", n, theory, sampler, out, progress=False)
+    assert summary.n_records == n
+    assert summary.n_computed_this_run == n - survived
+    dataset = HamiltonianDataset(out)
+    np.testing.assert_array_equal(dataset.indices, np.arange(n))  # each plan row exactly once
+    with h5py.File(out) as handle:
+        assert sorted(handle["records"]) == [f"{i:06d}" for i in range(n)]
+    _assert_records_match_fresh_pyscf(dataset, theory)
+
+
+def test_any_executor_and_local_processes_give_the_same_records(tmp_path):
+    with ThreadPoolExecutor(2) as executor:
+        generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, tmp_path / "threads.h5",
+                         executor=executor, progress=False)
+    generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, tmp_path / "procs.h5", workers=2,
+                     progress=False)
+    threads, procs = HamiltonianDataset(tmp_path / "threads.h5"), HamiltonianDataset(
+        tmp_path / "procs.h5")
+    for position in range(3):
+        np.testing.assert_allclose(threads[position].hamiltonian_eh,
+                                   procs[position].hamiltonian_eh, atol=1e-8)
+
+
+def test_failed_scf_is_recorded_and_never_stored(tmp_path):
+    out = tmp_path / "water.h5"
+    theory = Theory(xc="pbe", basis="def2-svp", grid_level=1, max_cycle=2)
+    summary = generate_dataset("H2O", 2, theory, TINY_SAMPLER, out, progress=False)
+    assert summary.n_records == 0 and summary.n_failed == 2
+    dataset = HamiltonianDataset(out)
+    assert len(dataset) == 0
+    assert all("did not converge" in reason for reason in dataset.failed.values())
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "water.h5"
+    generate_dataset("H2O", 2, TINY_THEORY, TINY_SAMPLER, out, progress=False)
+    with pytest.raises(DatasetFileError, match="different dataset"):
+        generate_dataset("H2O", 2, Theory(xc="pbe", basis="sto-3g"), TINY_SAMPLER, out,
+                         progress=False)
+
+
+def test_bad_inputs_fail_before_any_work(tmp_path):
+    with pytest.raises(UnknownMoleculeError):
+        generate_dataset("Unobtainium", 2, TINY_THEORY, TINY_SAMPLER, tmp_path / "a.h5")
+    with pytest.raises(OpenShellError, match="odd"):
+        generate_dataset("H2O", 2, Theory(xc="hf", basis="sto-3g", charge=1), TINY_SAMPLER,
+                         tmp_path / "b.h5")
+    assert not os.path.exists(tmp_path / "a.h5") and not os.path.exists(tmp_path / "b.h5")
+
+
+def test_unreadable_and_foreign_files_are_clear_errors(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(DatasetFileError, match="not a readable HDF5 file"):
+        HamiltonianDataset(garbage)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as handle:
+        handle["x"] = np.zeros(3)
+    with pytest.raises(DatasetFileError, match="not an ase-phisnet dataset"):
+        HamiltonianDataset(foreign)
+    with pytest.raises(DatasetFileError, match="not an ase-phisnet dataset"):
+        generate_dataset("H2O", 2, TINY_THEORY, TINY_SAMPLER, foreign, progress=False)
+    future = tmp_path / "future.h5"
+    with h5py.File(future, "w") as handle:
+        handle.attrs["format"] = "ase-phisnet-dataset"
+        handle.attrs["format_version"] = 99
+    with pytest.raises(DatasetFileError, match="format version 99"):
+        HamiltonianDataset(future)
+    with pytest.raises(DatasetFileError, match="no such dataset"):
+        HamiltonianDataset(tmp_path / "missing.h5")

@@ -1,0 +1,104 @@
+"""Geometry samplers: reproducible, physical spread, clear errors."""
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.io import write
+
+from ase_phisnet.errors import UnknownMoleculeError
+from ase_phisnet.sampling import (
+    SamplerConfig,
+    harmonic_modes,
+    make_cheap_calculator,
+    resolve_molecule,
+    sample_geometries,
+    sample_temperatures,
+    tblite_available,
+)
+
+FAST_LANGEVIN = dict(equilibration_steps=20, stride=5)
+
+
+def _oh_distances(positions):
+    return np.linalg.norm(positions[:, 1:] - positions[:, :1], axis=-1)
+
+
+@pytest.mark.parametrize("calculator", ["gfn2", "pyscf"])
+def test_langevin_is_reproducible_and_thermal(calculator):
+    if calculator == "gfn2" and not tblite_available():
+        pytest.skip("tblite not installed")
+    water = molecule("H2O")
+    config = SamplerConfig(kind="langevin", temperatures_k=(500.0,), seed=3, calculator=calculator,
+                           **FAST_LANGEVIN)
+    first = sample_geometries(water, 4, config, progress=False)
+    again = sample_geometries(water, 4, config, progress=False)
+    other = sample_geometries(water, 4, SamplerConfig(**{**config.__dict__, "seed": 4}),
+                              progress=False)
+    assert first.shape == (4, 3, 3)
+    np.testing.assert_allclose(first, again, rtol=0, atol=1e-12)  # threads reorder sums
+    assert not np.allclose(first, other)
+    assert len({tuple(p.ravel()) for p in first}) == 4  # distinct snapshots
+    distances = _oh_distances(first)
+    assert np.all((distances > 0.85) & (distances < 1.15))  # bonds vibrate, molecule intact
+
+
+def test_normal_mode_sampling_spread_grows_with_temperature():
+    water = molecule("H2O")
+    calculator = "gfn2" if tblite_available() else "pyscf"
+    spreads = {}
+    for temperature in (100.0, 900.0):
+        config = SamplerConfig(kind="normal-modes", temperatures_k=(temperature,), seed=0,
+                               calculator=calculator)
+        geometries = sample_geometries(water, 200, config, progress=False)
+        spreads[temperature] = _oh_distances(geometries).std()
+    # Classical harmonic amplitudes scale as sqrt(T): a ratio of 3 for 100 K -> 900 K.
+    assert spreads[900.0] / spreads[100.0] == pytest.approx(3.0, rel=0.2)
+
+
+def test_quantum_normal_modes_keep_zero_point_spread_at_low_temperature():
+    water = molecule("H2O")
+    calculator = make_cheap_calculator("auto")
+    positions, eigenvalues, modes = harmonic_modes(water, calculator)
+    assert modes.shape == (9, 3) and np.all(eigenvalues > 0)
+    quantum = SamplerConfig(kind="normal-modes", temperatures_k=(10.0,), quantum=True)
+    classical = SamplerConfig(kind="normal-modes", temperatures_k=(10.0,))
+    spread_q = _oh_distances(sample_geometries(water, 100, quantum, progress=False)).std()
+    spread_c = _oh_distances(sample_geometries(water, 100, classical, progress=False)).std()
+    assert spread_q > 5 * spread_c
+
+
+def test_geometries_split_over_temperatures():
+    config = SamplerConfig(temperatures_k=(300, 500))
+    np.testing.assert_array_equal(sample_temperatures(5, config), [300, 300, 300, 500, 500])
+
+
+def test_resolve_molecule_from_name_and_file(tmp_path):
+    assert resolve_molecule("CH3CH2OH").get_chemical_formula() == "C2H6O"
+    path = tmp_path / "water.xyz"
+    write(path, molecule("H2O"))
+    assert resolve_molecule(str(path)).get_chemical_formula() == "H2O"
+
+
+def test_unknown_molecule_is_a_clear_error(tmp_path):
+    with pytest.raises(UnknownMoleculeError, match="did you mean 'H2O'"):
+        resolve_molecule("h2o")
+    with pytest.raises(UnknownMoleculeError, match="neither a file nor a molecule"):
+        resolve_molecule("unobtainium")
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("this is not xyz\n")
+    with pytest.raises(UnknownMoleculeError, match="cannot read"):
+        resolve_molecule(str(bad))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"kind": "metadynamics"}, "unknown sampler"),
+        ({"calculator": "gfn1"}, "unknown sampling calculator"),
+        ({"temperatures_k": (-5.0,)}, "temperatures"),
+        ({"stride": 0}, "stride"),
+    ],
+)
+def test_sampler_config_validates(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplerConfig(**kwargs)
