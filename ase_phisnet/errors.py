@@ -25,3 +25,7 @@ class UnknownMoleculeError(PhiSNetError, ValueError):
 
 class DatasetFileError(PhiSNetError, OSError):
     """A dataset file is unreadable, foreign, of another format version, or does not match."""
+
+
+class ModelFileError(PhiSNetError, OSError):
+    """A model file is missing, corrupt, foreign, or of another format version."""

@@ -1,0 +1,273 @@
+"""PhiSNet: equivariant prediction of H, S (and core H) from a molecular geometry.
+
+Units: positions in Bohr, matrices in Hartree (S dimensionless); matrices in PySCF's AO order.
+
+Wiring (blocks in :mod:`ase_phisnet.layers` and :mod:`ase_phisnet.heads`)::
+
+    Z -> element embedding (scalars) -> num_layers x Interaction -> atom features x_i
+    (x_i, x_j, r_ij) -> PairFeatures -> pair features p_ij
+    [TraceGrad: invariants of x_i, p_ij -> MLP -> tr(H_b H_b^T); gradient of them -> x, p]
+    (x_i, p_ij) -> MatrixHead per matrix -> M;  H = M + M^T
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from ase.data import atomic_numbers as ATOMIC_NUMBER_OF_SYMBOL
+from ase.data import chemical_symbols
+from e3nn import o3
+from e3nn import nn as e3nn_nn
+from torch import nn
+
+from ase_phisnet.basis import BasisLayout
+from ase_phisnet.errors import ModelFileError, UnsupportedElementError
+from ase_phisnet.heads import MatrixHead, build_assembly, build_template
+from ase_phisnet.layers import (
+    BesselRadialBasis,
+    DepthwiseTensorProduct,
+    Interaction,
+    smooth_cutoff,
+)
+
+MODEL_FORMAT = "ase-phisnet-model"
+MODEL_FORMAT_VERSION = 1
+MATRIX_NAMES = ("hamiltonian", "overlap", "core_hamiltonian")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of a :class:`PhiSNet`; saved beside the weights.
+
+    Attributes:
+        basis: PySCF basis name the matrices live in.
+        elements: Chemical symbols the model knows.
+        channels: Channels per degree ``l = 0 .. max_degree`` of the hidden features.
+        max_degree: Highest feature degree; ``None`` means ``2 * l_max`` of the basis.
+        num_layers: Interaction layers.
+        num_radial: Radial basis functions.
+        radial_hidden: Hidden width of the radial MLPs.
+        cutoff_bohr: Interaction cutoff in Bohr (matrix blocks use every atom pair).
+        avg_neighbors: Normalization of the summed messages.
+        matrices: Which matrices to predict (subset of ``MATRIX_NAMES``; ``hamiltonian`` first).
+        tracegrad: Add the TraceGrad invariant branch and its gradient features.
+    """
+
+    basis: str = "def2-svp"
+    elements: tuple[str, ...] = ("H", "O")
+    channels: tuple[int, ...] = (32, 16, 16, 8, 8)
+    max_degree: int | None = None
+    num_layers: int = 3
+    num_radial: int = 16
+    radial_hidden: int = 32
+    cutoff_bohr: float = 10.0
+    avg_neighbors: float = 8.0
+    matrices: tuple[str, ...] = MATRIX_NAMES
+    tracegrad: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "elements", tuple(self.elements))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "matrices", tuple(self.matrices))
+        for symbol in self.elements:
+            if symbol not in ATOMIC_NUMBER_OF_SYMBOL:
+                raise ValueError(f"unknown element symbol {symbol!r}")
+        unknown = set(self.matrices) - set(MATRIX_NAMES)
+        if unknown or "hamiltonian" not in self.matrices:
+            raise ValueError(f"matrices must include 'hamiltonian' and be from {MATRIX_NAMES}")
+        if self.num_layers < 1 or self.num_radial < 1 or self.cutoff_bohr <= 0:
+            raise ValueError("num_layers, num_radial and cutoff_bohr must be positive")
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"every degree needs >= 1 channel, got {self.channels}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**values)
+
+
+def onsite_overlap(basis: str, atomic_number: int):
+    """Overlap of one atom's AOs with themselves (PySCF order): constant for every geometry."""
+    from pyscf import gto
+
+    mol = gto.M(atom=[[chemical_symbols[atomic_number], (0, 0, 0)]], basis=basis,
+                spin=atomic_number % 2, verbose=0)
+    return mol.intor("int1e_ovlp")
+
+
+class PairFeatures(nn.Module):
+    """``p_ij = W(r_ij) * ((A x_i + B x_j) (x)_uvu Y(r_ij))``: equivariant pair features."""
+
+    def __init__(self, irreps_hidden, irreps_sh, num_radial, radial_hidden):
+        super().__init__()
+        self.linear_src = o3.Linear(irreps_hidden, irreps_hidden)
+        self.linear_dst = o3.Linear(irreps_hidden, irreps_hidden)
+        self.tensor_product = DepthwiseTensorProduct(irreps_hidden, irreps_sh,
+                                                     allowed_ls=irreps_hidden.ls)
+        self.radial_weights = e3nn_nn.FullyConnectedNet(
+            [num_radial, radial_hidden, self.tensor_product.weight_numel], nn.functional.silu)
+        self.irreps_out = self.tensor_product.irreps_out
+
+    def forward(self, x, pair_src, pair_dst, pair_sh, pair_radial):
+        mixed = self.linear_src(x)[pair_src] + self.linear_dst(x)[pair_dst]
+        return self.tensor_product(mixed, pair_sh, self.radial_weights(pair_radial))
+
+
+class PhiSNet(nn.Module):
+    """The network. ``forward(atomic_numbers, positions_bohr)`` returns a dict of matrices."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.layout = BasisLayout(config.basis, list(config.elements))
+        self.atomic_numbers = [ATOMIC_NUMBER_OF_SYMBOL[s] for s in config.elements]
+        max_degree = config.max_degree if config.max_degree is not None else 2 * self.layout.max_l
+        if len(config.channels) < max_degree + 1:
+            raise ValueError(f"channels needs {max_degree + 1} entries (l = 0..{max_degree}), "
+                             f"got {len(config.channels)}")
+        self.irreps_hidden = o3.Irreps(
+            [(config.channels[l], (l, (-1) ** l)) for l in range(max_degree + 1)])
+        self.irreps_sh = o3.Irreps.spherical_harmonics(max_degree)
+        lookup = torch.full((max(self.atomic_numbers) + 1,), -1, dtype=torch.long)
+        lookup[self.atomic_numbers] = torch.arange(len(self.atomic_numbers))
+        self.register_buffer("species_of_z", lookup, persistent=False)
+        self.embedding = nn.Embedding(len(self.atomic_numbers), config.channels[0])
+        self.radial = BesselRadialBasis(config.num_radial, config.cutoff_bohr)
+        self.embed_to_hidden = o3.Linear(o3.Irreps(f"{config.channels[0]}x0e"), self.irreps_hidden)
+        self.interactions = nn.ModuleList(
+            Interaction(self.irreps_hidden, self.irreps_sh, config.num_radial,
+                        config.radial_hidden, config.avg_neighbors)
+            for _ in range(config.num_layers))
+        self.pair_features = PairFeatures(self.irreps_hidden, self.irreps_sh, config.num_radial,
+                                          config.radial_hidden)
+        self.template = build_template(self.layout)
+        self.heads = nn.ModuleDict()
+        for name in config.matrices:
+            fixed = None
+            if name == "overlap":
+                fixed = {z: onsite_overlap(config.basis, z) for z in self.atomic_numbers}
+            self.heads[name] = MatrixHead(self.irreps_hidden, self.pair_features.irreps_out,
+                                          self.template, self.atomic_numbers, fixed)
+        self.tracegrad = None
+        if config.tracegrad:
+            from ase_phisnet.tracegrad import TraceGrad
+
+            self.tracegrad = TraceGrad(self.irreps_hidden, self.pair_features.irreps_out)
+        self._assembly_cache = {}
+
+    def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Model-element index of each atom; raise for elements the model does not know."""
+        z = atomic_numbers.to(self.species_of_z.device)
+        if int(z.max()) >= len(self.species_of_z) or bool((self.species_of_z[z] < 0).any()):
+            unknown = sorted({chemical_symbols[int(v)] for v in z
+                              if int(v) not in self.atomic_numbers})
+            raise UnsupportedElementError(
+                f"model knows elements {list(self.config.elements)}; got {unknown}")
+        return self.species_of_z[z]
+
+    def _assembly(self, atomic_numbers: torch.Tensor, pair_src, pair_dst):
+        key = (tuple(atomic_numbers.tolist()), str(pair_src.device))
+        if key not in self._assembly_cache:
+            self._assembly_cache[key] = build_assembly(
+                atomic_numbers.tolist(), pair_src.cpu(), pair_dst.cpu(), self.template,
+                device=pair_src.device)
+        return self._assembly_cache[key]
+
+    def forward(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                return_invariants: bool = False) -> dict[str, torch.Tensor]:
+        """Matrices of one molecule.
+
+        Args:
+            atomic_numbers: (A,) long.
+            positions_bohr: (A, 3) float, may require grad.
+
+        Returns:
+            ``{"hamiltonian": (nao, nao) Eh, "overlap": (nao, nao), ...}`` in PySCF AO order;
+            with ``return_invariants`` also the TraceGrad predictions ``"trace_atom"`` (A,) and
+            ``"trace_pair"`` (P,) (Eh^2).
+        """
+        species = self.species(atomic_numbers)
+        n_atoms = atomic_numbers.shape[0]
+        device = positions_bohr.device
+        index = torch.arange(n_atoms, device=device)
+        pair_src, pair_dst = torch.meshgrid(index, index, indexing="ij")
+        off_diagonal = pair_src != pair_dst
+        pair_src, pair_dst = pair_src[off_diagonal], pair_dst[off_diagonal]  # (P,) all pairs
+        vectors = positions_bohr[pair_dst] - positions_bohr[pair_src]  # (P, 3)
+        distances = vectors.norm(dim=-1)
+        sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True,
+                                    normalization="component")  # (P, sh)
+        radial = self.radial(distances)  # (P, F), zero beyond the cutoff
+        within = distances < self.config.cutoff_bohr
+        edge_src, edge_dst = pair_src[within], pair_dst[within]
+
+        x = self.embed_to_hidden(self.embedding(species))  # (A, hidden)
+        for interaction in self.interactions:
+            x = interaction(x, edge_src, edge_dst, sh[within], radial[within])
+        pair = self.pair_features(x, pair_src, pair_dst, sh, radial)  # (P, pair)
+        pair = pair * smooth_cutoff(distances, 2 * self.config.cutoff_bohr).unsqueeze(-1)
+
+        outputs = {}
+        if self.tracegrad is not None:
+            x, pair, trace_atom, trace_pair = self.tracegrad(x, pair)
+            if return_invariants:
+                outputs.update(trace_atom=trace_atom, trace_pair=trace_pair)
+        assembly = self._assembly(atomic_numbers, pair_src, pair_dst)
+        for name, head in self.heads.items():
+            outputs[name] = head(x, pair, species, pair_src, pair_dst, assembly)
+        return outputs
+
+
+def save_model(model: PhiSNet, path, extra: dict | None = None) -> None:
+    """Write ``path`` (weights, ``torch.save`` of a state dict) and ``path + '.json'`` (config)."""
+    path = os.fspath(path)
+    meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+            "config": model.config.to_dict(), **(extra or {})}
+    torch.save({"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+                "state_dict": model.state_dict()}, path)
+    with open(path + ".json", "w") as handle:
+        json.dump(meta, handle, indent=2)
+
+
+def load_model(path, map_location="cpu") -> PhiSNet:
+    """Load a model written by :func:`save_model`; clear errors for corrupt or foreign files."""
+    path = os.fspath(path)
+    try:
+        with open(path + ".json") as handle:
+            meta = json.load(handle)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing config file {path + '.json'}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{path}.json: not valid JSON ({error})") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}.json: not an ase-phisnet model (format {meta.get('format')!r})")
+    if meta.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {meta.get('format_version')}; this "
+                             f"ase_phisnet reads version {MODEL_FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}.json: invalid model config ({error})") from None
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        state = payload["state_dict"]
+    except Exception as error:
+        raise ModelFileError(f"{path}: unreadable or corrupt weights ({error})") from None
+    model = PhiSNet(config)
+    dtype = next(iter(state.values())).dtype
+    model.to(dtype)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelFileError(f"{path}: weights do not match the config ({error})") from None
+    return model

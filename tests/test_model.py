@@ -1,0 +1,127 @@
+"""PhiSNet: exact equivariance of H and S in float64, symmetry, model files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.units import Bohr
+from e3nn import o3
+
+from ase_phisnet.errors import ModelFileError, UnsupportedElementError
+from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
+
+SMALL = dict(channels=(8, 4, 4, 2, 2), num_layers=2, num_radial=8, radial_hidden=16)
+# Glycine-like C, N, O, H molecule in def2-SVP (geometry from ASE's g2 set where available).
+CNOH = "CH3CONH2"
+
+
+def make_model(elements, tracegrad=False, seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(basis="def2-svp", elements=elements, tracegrad=tracegrad, **SMALL)
+    return PhiSNet(config).to(torch.float64)
+
+
+def predict(model, atoms, positions_ang=None):
+    positions = atoms.positions if positions_ang is None else positions_ang
+    z = torch.tensor(atoms.numbers)
+    return model(z, torch.tensor(positions / Bohr, dtype=torch.float64))
+
+
+def relative_error(a, b):
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().detach())
+
+
+@pytest.mark.parametrize(
+    "name,elements,tracegrad",
+    [("H2O", ("H", "O"), False), (CNOH, ("H", "C", "N", "O"), False),
+     ("H2O", ("H", "O"), True), (CNOH, ("H", "C", "N", "O"), True)],
+)
+def test_matrices_are_equivariant_under_rotation_translation_and_permutation(name, elements,
+                                                                             tracegrad):
+    model = make_model(elements, tracegrad)
+    atoms = molecule(name)
+    reference = predict(model, atoms)
+    torch.manual_seed(1)
+    rotation = o3.rand_matrix(dtype=torch.float64)
+    shift = np.array([0.7, -1.3, 2.1])
+    moved = predict(model, atoms, atoms.positions @ rotation.numpy().T + shift)
+    d = model.layout.wigner_D(atoms.numbers, rotation)
+    permutation = np.random.default_rng(2).permutation(len(atoms))
+    permuted_atoms = atoms[permutation]
+    permuted = predict(model, permuted_atoms)
+    slices = model.layout.ao_slices(atoms.numbers)
+    ao_permutation = np.concatenate([np.arange(slices[i].start, slices[i].stop)
+                                     for i in permutation])
+    for key in model.config.matrices:
+        expected = d @ reference[key] @ d.T
+        assert relative_error(moved[key], expected) < 1e-10, key
+        assert relative_error(permuted[key], reference[key][ao_permutation][:, ao_permutation]) \
+            < 1e-12, key
+        torch.testing.assert_close(reference[key], reference[key].T, rtol=0, atol=1e-14)
+
+
+def test_overlap_diagonal_blocks_are_the_exact_onsite_overlap():
+    model = make_model(("H", "O"))
+    atoms = molecule("H2O")
+    overlap = predict(model, atoms)["overlap"]
+    torch.testing.assert_close(torch.diagonal(overlap), torch.ones(24, dtype=torch.float64),
+                               rtol=0, atol=1e-14)
+    from pyscf import gto
+
+    mol = gto.M(atom=[["O", (0, 0, 0)]], basis="def2-svp", spin=0, verbose=0)
+    block = overlap[:14, :14].detach().numpy()
+    np.testing.assert_allclose(block, mol.intor("int1e_ovlp"), atol=1e-14)
+
+
+def test_nao_follows_the_basis_layout():
+    model = make_model(("H", "C", "O"))
+    atoms = molecule("CH3CH2OH")
+    assert predict(model, atoms)["hamiltonian"].shape == (72, 72)  # PySCF's mol.nao
+
+
+def test_unknown_element_is_a_clear_error():
+    model = make_model(("H", "O"))
+    with pytest.raises(UnsupportedElementError, match=r"knows elements \['H', 'O'\]; got \['C'\]"):
+        predict(model, molecule("CH4"))
+
+
+def test_model_file_round_trips_exactly(tmp_path):
+    model = make_model(("H", "O"), tracegrad=True)
+    path = tmp_path / "model.pt"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    atoms = molecule("H2O")
+    for key, value in predict(model, atoms).items():
+        torch.testing.assert_close(predict(loaded, atoms)[key], value, rtol=0, atol=0)
+
+
+def test_corrupt_foreign_and_future_model_files_are_clear_errors(tmp_path):
+    model = make_model(("H", "O"))
+    path = tmp_path / "model.pt"
+    save_model(model, path)
+    with pytest.raises(ModelFileError, match="missing config"):
+        load_model(tmp_path / "nothing.pt")
+    meta = json.loads((tmp_path / "model.pt.json").read_text())
+    (tmp_path / "model.pt.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ModelFileError, match="format version 99"):
+        load_model(path)
+    (tmp_path / "model.pt.json").write_text(json.dumps({**meta, "format": "other"}))
+    with pytest.raises(ModelFileError, match="not an ase-phisnet model"):
+        load_model(path)
+    (tmp_path / "model.pt.json").write_text(json.dumps(meta))
+    path.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_model(path)
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match="unknown element"):
+        ModelConfig(elements=("H", "Xx"))
+    with pytest.raises(ValueError, match="matrices"):
+        ModelConfig(matrices=("overlap",))
+    with pytest.raises(ValueError, match="channels needs 5 entries"):
+        PhiSNet(ModelConfig(channels=(8, 4)))
