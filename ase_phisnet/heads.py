@@ -107,18 +107,28 @@ class MatrixHead(nn.Module):
         super().__init__()
         self.template = template
         self.elements = list(elements)
-        irreps_block, expansion = block_irreps_and_expansion(template.slot_ls)
+        irreps_paths, expansion = block_irreps_and_expansion(template.slot_ls)
+        # Group the block's irreps by type so each linear is one matmul per irrep type;
+        # the expansion's rows follow the same order.
+        component_path = torch.cat([torch.full((ir.dim,), k) for k, (_, ir) in
+                                    enumerate(irreps_paths)])
+        order = sorted(range(len(irreps_paths)),
+                       key=lambda k: (irreps_paths[k].ir.l, irreps_paths[k].ir.p, k))
+        starts = np.cumsum([0] + [ir.dim for _, ir in irreps_paths])
+        component_order = torch.cat([torch.arange(starts[k], starts[k + 1]) for k in order])
+        irreps_block = o3.Irreps([irreps_paths[k] for k in order]).simplify()
+        expansion = expansion[component_order]
         self.irreps_block = irreps_block
+        n_paths = len(irreps_paths)
         # Fixed constants derived from the config: kept in float64 outside the state dict and
         # cast once per dtype/device, so a float64 model never sees float32-rounded values.
         self._constants64 = {"expansion": expansion}
         self._constants_cache = {}
         n_el = len(self.elements)
-        # Which output irrep each block component belongs to, for per-element-pair scales.
-        self.register_buffer("component_irrep", torch.cat([
-            torch.full((ir.dim,), k) for k, (_, ir) in enumerate(irreps_block)]), persistent=False)
+        # Which (slot pair, L) path each block component belongs to, for per-element scales.
+        self.register_buffer("component_irrep", component_path[component_order], persistent=False)
         self.pair_linear = o3.Linear(irreps_pair, irreps_block)
-        self.pair_scale = nn.Parameter(torch.ones(n_el * n_el, irreps_block.num_irreps))
+        self.pair_scale = nn.Parameter(torch.ones(n_el * n_el, n_paths))
         self.fixed_diagonal = fixed_diagonal is not None
         if self.fixed_diagonal:
             t = template.nao
@@ -129,7 +139,7 @@ class MatrixHead(nn.Module):
             self._constants64["diagonal_table"] = table
         else:
             self.atom_linear = o3.Linear(irreps_atom, irreps_block)
-            self.atom_scale = nn.Parameter(torch.ones(n_el, irreps_block.num_irreps))
+            self.atom_scale = nn.Parameter(torch.ones(n_el, n_paths))
         # Per-element on-site offset in the block's irreps; only its L = 0 components may be
         # non-zero (anything else would break equivariance), see set_onsite_offset.
         self.register_buffer("onsite_offset", torch.zeros(n_el, irreps_block.dim))

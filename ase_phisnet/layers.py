@@ -71,7 +71,7 @@ class DepthwiseTensorProduct(nn.Module):
     breaks float64 equivariance at the 1e-8 level.
 
     Shapes: ``x (E, irreps_in.dim)``, ``sh (E, irreps_sh.dim)``, ``weights (E, weight_numel)``
-    -> ``(E, irreps_out.dim)``; ``irreps_out`` lists the paths block by block.
+    -> ``(E, irreps_out.dim)``; ``irreps_out`` stacks the paths of equal ``(L, p)`` as channels.
     """
 
     def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed_ls):
@@ -96,14 +96,19 @@ class DepthwiseTensorProduct(nn.Module):
             self._tables64.append(torch.cat(columns, dim=-1))  # (2l1+1, sh, K)
             self._path_slices.append((weight_start, len(irreps_out), torch.tensor(weight_index)))
             weight_start = len(irreps_out)
-        self.irreps_out = o3.Irreps(irreps_out)
-        self.num_paths = len(irreps_out)
+        self._path_irreps = o3.Irreps(irreps_out)
+        # Output grouped by irrep (all paths giving the same (L, p) stacked as channels), so the
+        # linear that follows has one instruction per irrep type instead of one per path.
+        self._output_irs = sorted({ir for _, ir in self._path_irreps}, key=lambda ir: (ir.l, ir.p))
+        self.irreps_out = o3.Irreps([
+            (sum(mul for mul, ir in self._path_irreps if ir == target), target)
+            for target in self._output_irs])
         self._cache = {}
 
     @property
     def weight_numel(self) -> int:
         """One weight per path and channel."""
-        return sum(mul for mul, _ in self.irreps_out)
+        return sum(mul for mul, _ in self._path_irreps)
 
     def _tables(self, like):
         key = (like.dtype, like.device)
@@ -112,7 +117,7 @@ class DepthwiseTensorProduct(nn.Module):
         return self._cache[key]
 
     def forward(self, x, sh, weights):
-        outputs, weight_offset = [], 0
+        outputs, weight_offset = {ir: [] for ir in self._output_irs}, 0
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
         for (mul, ir), block, table, (first, last, component_path) in zip(
             self.irreps_in, blocks, self._tables(x), self._path_slices
@@ -124,11 +129,12 @@ class DepthwiseTensorProduct(nn.Module):
             w = weights[:, weight_offset : weight_offset + mul * n_paths].reshape(-1, n_paths, mul)
             weight_offset += mul * n_paths
             z = z * w[:, component_path - first, :].transpose(1, 2)  # (E, U, K)
-            # to e3nn layout: path by path, each (U, 2L+1) flattened channel-major
-            for path_z in z.split([ir_out.dim for _, ir_out in self.irreps_out[first:last]],
-                                  dim=-1):
-                outputs.append(path_z.reshape(z.shape[0], -1))
-        return torch.cat(outputs, dim=-1)
+            path_irs = [ir_out for _, ir_out in self._path_irreps[first:last]]
+            for ir_out, path_z in zip(path_irs, z.split([ir.dim for ir in path_irs], dim=-1)):
+                outputs[ir_out].append(path_z)  # (E, U, 2L+1)
+        # e3nn layout: per irrep type, channels stacked, each (channels, 2L+1) channel-major
+        return torch.cat([torch.cat(outputs[ir], dim=1).reshape(x.shape[0], -1)
+                          for ir in self._output_irs], dim=-1)
 
 
 def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irreps]:
