@@ -180,62 +180,59 @@ class MatrixHead(nn.Module):
         """
         n_el = len(self.elements)
         t = self.template.nao
-        pair_type = species[pair_src] * n_el + species[pair_dst]
+        pair_type = species.index_select(0, pair_src) * n_el + species.index_select(0, pair_dst)
         pair_blocks = self.pair_linear(pair_features)  # (P, irreps_block)
-        pair_blocks = pair_blocks * self.pair_scale[pair_type][:, self.component_irrep]
+        pair_blocks = pair_blocks * self.pair_scale.index_select(0, pair_type).index_select(
+            1, self.component_irrep)
         expansion = self.constant("expansion", pair_features)
         pair_blocks = (pair_blocks @ expansion).reshape(-1, t, t)  # (P, T, T)
         if self.fixed_diagonal:
-            atom_blocks = self.constant("diagonal_table", pair_features)[species]
+            atom_blocks = self.constant("diagonal_table", pair_features).index_select(0, species)
         else:
             atom_blocks = self.atom_linear(atom_features)  # (A, irreps_block)
-            atom_blocks = atom_blocks * self.atom_scale[species][:, self.component_irrep]
-            atom_blocks = atom_blocks + self.onsite_offset[species]
+            atom_blocks = atom_blocks * self.atom_scale.index_select(0, species).index_select(
+                1, self.component_irrep)
+            atom_blocks = atom_blocks + self.onsite_offset.index_select(0, species)
             atom_blocks = (atom_blocks @ expansion).reshape(-1, t, t)  # (A, T, T)
         atom_blocks = 0.5 * atom_blocks  # M + M^T doubles the diagonal blocks
-        blocks = torch.cat([atom_blocks, pair_blocks], dim=0)
-        flat = blocks.reshape(-1)[assembly.source]
-        half = torch.zeros(assembly.nao * assembly.nao, dtype=flat.dtype, device=flat.device)
-        half = half.index_put((assembly.target,), flat).reshape(assembly.nao, assembly.nao)
+        blocks = torch.cat([atom_blocks, pair_blocks], dim=0)  # (A + P, T, T)
+        n_atoms = atom_blocks.shape[0]
+        grid = blocks.index_select(0, assembly.grid_order)  # (A*A, T, T), row-major (i, j)
+        padded = grid.reshape(n_atoms, n_atoms, t, t).transpose(1, 2).reshape(n_atoms * t, -1)
+        half = padded.index_select(0, assembly.ao_index).index_select(1, assembly.ao_index)
         return half + half.T
 
 
 @dataclass
 class Assembly:
-    """Precomputed gather/scatter indices that place template blocks into a molecule's matrix.
+    """Precomputed indices that place template blocks into a molecule's matrix.
 
-    ``matrix.flat[target] = blocks.flat[source]`` for the stacked blocks
-    ``[atom blocks (A, T, T); pair blocks (P, T, T)]``. Depends only on the species and the
-    pair list, so it is built once per molecule and reused along an MD trajectory.
+    The stacked blocks ``[atom blocks (A, T, T); pair blocks (P, T, T)]`` are reordered by
+    ``grid_order`` into an ``A x A`` grid of blocks, i.e. a padded ``(A T, A T)`` matrix, whose
+    rows and columns ``ao_index`` are the molecule's AOs in PySCF order. Only index_select is
+    used (its backward is a dense index_add). Depends only on the species and the pair list:
+    built once per molecule and reused along an MD trajectory.
     """
 
     nao: int
-    source: torch.Tensor
-    target: torch.Tensor
+    grid_order: torch.Tensor
+    ao_index: torch.Tensor
 
 
 def build_assembly(atomic_numbers, pair_src, pair_dst, template: Template, device=None) -> Assembly:
+    """Indices for :class:`Assembly`; ``pair_src/pair_dst`` must list every ordered pair i != j."""
     atomic_numbers = [int(z) for z in atomic_numbers]
-    t = template.nao
-    ao_maps = [np.asarray(template.ao_to_template[z]) for z in atomic_numbers]
-    offsets = np.cumsum([0] + [len(m) for m in ao_maps])
-    nao = int(offsets[-1])
-    sources, targets = [], []
-
-    def add(block_index, i, j):
-        rows_t, cols_t = ao_maps[i][:, None], ao_maps[j][None, :]
-        rows, cols = np.arange(offsets[i], offsets[i + 1])[:, None], np.arange(
-            offsets[j], offsets[j + 1])[None, :]
-        sources.append((block_index * t * t + rows_t * t + cols_t).ravel())
-        targets.append((rows * nao + cols).ravel())
-
-    n_atoms = len(atomic_numbers)
-    for i in range(n_atoms):
-        add(i, i, i)
-    for p, (i, j) in enumerate(zip(np.asarray(pair_src), np.asarray(pair_dst))):
-        add(n_atoms + p, int(i), int(j))
+    n_atoms, t = len(atomic_numbers), template.nao
+    pair_src, pair_dst = np.asarray(pair_src), np.asarray(pair_dst)
+    if len(pair_src) != n_atoms * (n_atoms - 1):
+        raise ValueError("matrix assembly needs every ordered atom pair")
+    grid_order = np.empty(n_atoms * n_atoms, dtype=np.int64)
+    grid_order[np.arange(n_atoms) * (n_atoms + 1)] = np.arange(n_atoms)
+    grid_order[pair_src * n_atoms + pair_dst] = n_atoms + np.arange(len(pair_src))
+    ao_index = np.concatenate([i * t + np.asarray(template.ao_to_template[z])
+                               for i, z in enumerate(atomic_numbers)])
     return Assembly(
-        nao=nao,
-        source=torch.as_tensor(np.concatenate(sources), dtype=torch.long, device=device),
-        target=torch.as_tensor(np.concatenate(targets), dtype=torch.long, device=device),
+        nao=len(ao_index),
+        grid_order=torch.as_tensor(grid_order, device=device),
+        ao_index=torch.as_tensor(ao_index, dtype=torch.long, device=device),
     )

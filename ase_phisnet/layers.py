@@ -94,7 +94,8 @@ class DepthwiseTensorProduct(nn.Module):
                     weight_index += [len(irreps_out)] * ir_out.dim
                     irreps_out.append((mul, ir_out))
             self._tables64.append(torch.cat(columns, dim=-1))  # (2l1+1, sh, K)
-            self._path_slices.append((weight_start, len(irreps_out), torch.tensor(weight_index)))
+            local_index = torch.tensor(weight_index) - weight_start
+            self._path_slices.append((weight_start, len(irreps_out), local_index))
             weight_start = len(irreps_out)
         self._path_irreps = o3.Irreps(irreps_out)
         # Output grouped by irrep (all paths giving the same (L, p) stacked as channels), so the
@@ -103,6 +104,20 @@ class DepthwiseTensorProduct(nn.Module):
         self.irreps_out = o3.Irreps([
             (sum(mul for mul, ir in self._path_irreps if ir == target), target)
             for target in self._output_irs])
+        # Position of every output component in the blocks' results flattened one after the
+        # other, each block (U, K) channel-major: one index_select reorders all paths at once.
+        flat_position, block_offset, path_columns = {}, 0, {ir: [] for ir in self._output_irs}
+        for (mul, _), (first, last, _) in zip(self.irreps_in, self._path_slices):
+            k_total = sum(ir.dim for _, ir in self._path_irreps[first:last])
+            k_start = 0
+            for _, ir_out in self._path_irreps[first:last]:
+                columns = (block_offset + np.arange(mul)[:, None] * k_total
+                           + k_start + np.arange(ir_out.dim)[None, :])  # (U, 2L+1)
+                path_columns[ir_out].append(columns)
+                k_start += ir_out.dim
+            block_offset += mul * k_total
+        self._output_order = torch.as_tensor(np.concatenate(
+            [np.concatenate(path_columns[ir], axis=0).ravel() for ir in self._output_irs]))
         self._cache = {}
 
     @property
@@ -114,13 +129,17 @@ class DepthwiseTensorProduct(nn.Module):
         key = (like.dtype, like.device)
         if key not in self._cache:
             self._cache[key] = [t.to(like.dtype).to(like.device) for t in self._tables64]
+            self._cache[(*key, "paths")] = [(first, last, index.to(like.device))
+                                         for first, last, index in self._path_slices]
+            self._cache[(*key, "order")] = self._output_order.to(like.device)
         return self._cache[key]
 
     def forward(self, x, sh, weights):
-        outputs, weight_offset = {ir: [] for ir in self._output_irs}, 0
+        outputs, weight_offset = [], 0
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
+        tables = self._tables(x)
         for (mul, ir), block, table, (first, last, component_path) in zip(
-            self.irreps_in, blocks, self._tables(x), self._path_slices
+            self.irreps_in, blocks, tables, self._cache[x.dtype, x.device, "paths"]
         ):
             block = block.reshape(-1, mul, ir.dim)  # (E, U, 2l1+1)
             coupled = torch.einsum("ej,ijk->eik", sh, table)  # (E, 2l1+1, K)
@@ -128,13 +147,11 @@ class DepthwiseTensorProduct(nn.Module):
             n_paths = last - first
             w = weights[:, weight_offset : weight_offset + mul * n_paths].reshape(-1, n_paths, mul)
             weight_offset += mul * n_paths
-            z = z * w[:, component_path - first, :].transpose(1, 2)  # (E, U, K)
-            path_irs = [ir_out for _, ir_out in self._path_irreps[first:last]]
-            for ir_out, path_z in zip(path_irs, z.split([ir.dim for ir in path_irs], dim=-1)):
-                outputs[ir_out].append(path_z)  # (E, U, 2L+1)
+            z = z * w.index_select(1, component_path).transpose(1, 2)  # (E, U, K)
+            outputs.append(z.reshape(z.shape[0], -1))
         # e3nn layout: per irrep type, channels stacked, each (channels, 2L+1) channel-major
-        return torch.cat([torch.cat(outputs[ir], dim=1).reshape(x.shape[0], -1)
-                          for ir in self._output_irs], dim=-1)
+        order = self._cache[(x.dtype, x.device, "order")]
+        return torch.cat(outputs, dim=-1).index_select(1, order)
 
 
 def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irreps]:
@@ -183,7 +200,7 @@ class Interaction(nn.Module):
 
     def forward(self, x, edge_src, edge_dst, edge_sh, edge_radial):
         messages = self.tensor_product(  # (E, irreps_mid.dim)
-            self.linear_in(x)[edge_src], edge_sh, self.radial_weights(edge_radial)
+            self.linear_in(x).index_select(0, edge_src), edge_sh, self.radial_weights(edge_radial)
         )
         aggregated = scatter_sum(messages, edge_dst, x.shape[0]) / math.sqrt(self.avg_neighbors)
         update = self.gate(self.linear_message(aggregated) + self.linear_self(x))

@@ -119,7 +119,8 @@ class PairFeatures(nn.Module):
         self.irreps_out = self.tensor_product.irreps_out
 
     def forward(self, x, pair_src, pair_dst, pair_sh, pair_radial):
-        mixed = self.linear_src(x)[pair_src] + self.linear_dst(x)[pair_dst]
+        mixed = (self.linear_src(x).index_select(0, pair_src)
+                 + self.linear_dst(x).index_select(0, pair_dst))
         return self.tensor_product(mixed, pair_sh, self.radial_weights(pair_radial))
 
 
@@ -203,17 +204,23 @@ class PhiSNet(nn.Module):
         pair_src, pair_dst = torch.meshgrid(index, index, indexing="ij")
         off_diagonal = pair_src != pair_dst
         pair_src, pair_dst = pair_src[off_diagonal], pair_dst[off_diagonal]  # (P,) all pairs
-        vectors = positions_bohr[pair_dst] - positions_bohr[pair_src]  # (P, 3)
+        vectors = (positions_bohr.index_select(0, pair_dst)
+                   - positions_bohr.index_select(0, pair_src))  # (P, 3)
         distances = vectors.norm(dim=-1)
         sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True,
                                     normalization="component")  # (P, sh)
         radial = self.radial(distances)  # (P, F), zero beyond the cutoff
         within = distances < self.config.cutoff_bohr
-        edge_src, edge_dst = pair_src[within], pair_dst[within]
+        if bool(within.all()):  # small molecules: every pair interacts
+            edge_src, edge_dst, edge_sh, edge_radial = pair_src, pair_dst, sh, radial
+        else:
+            edges = within.nonzero().squeeze(-1)
+            edge_src, edge_dst = pair_src[edges], pair_dst[edges]
+            edge_sh, edge_radial = sh.index_select(0, edges), radial.index_select(0, edges)
 
         x = self.embed_to_hidden(self.embedding(species))  # (A, hidden)
         for interaction in self.interactions:
-            x = interaction(x, edge_src, edge_dst, sh[within], radial[within])
+            x = interaction(x, edge_src, edge_dst, edge_sh, edge_radial)
         pair = self.pair_features(x, pair_src, pair_dst, sh, radial)  # (P, pair)
         pair = pair * smooth_cutoff(distances, 2 * self.config.cutoff_bohr).unsqueeze(-1)
 
