@@ -174,33 +174,36 @@ class MatrixHead(nn.Module):
         self.onsite_offset.copy_(offset.to(self.onsite_offset.dtype))
 
     def forward(self, atom_features, pair_features, species, pair_src, pair_dst, assembly):
-        """``species (A,)`` model-element indices; ``pair_src/pair_dst (P,)`` directed pairs.
+        """Features ``(B, A, .)`` and ``(B, P, .)``; ``species (A,)`` model-element indices;
+        ``pair_src/pair_dst (P,)`` every directed pair.
 
-        Returns the symmetric matrix ``(nao, nao)`` in PySCF AO order.
+        Returns the symmetric matrices ``(B, nao, nao)`` in PySCF AO order.
         """
         n_el = len(self.elements)
         t = self.template.nao
         pair_type = species.index_select(0, pair_src) * n_el + species.index_select(0, pair_dst)
-        pair_blocks = self.pair_linear(pair_features)  # (P, irreps_block)
+        batch, n_atoms = atom_features.shape[0], species.shape[0]
+        pair_blocks = self.pair_linear(pair_features)  # (B, P, irreps_block)
         pair_blocks = pair_blocks * self.pair_scale.index_select(0, pair_type).index_select(
             1, self.component_irrep)
         expansion = self.constant("expansion", pair_features)
-        pair_blocks = (pair_blocks @ expansion).reshape(-1, t, t)  # (P, T, T)
+        pair_blocks = (pair_blocks @ expansion).reshape(batch, -1, t, t)  # (B, P, T, T)
         if self.fixed_diagonal:
             atom_blocks = self.constant("diagonal_table", pair_features).index_select(0, species)
+            atom_blocks = atom_blocks.expand(batch, -1, -1, -1)
         else:
-            atom_blocks = self.atom_linear(atom_features)  # (A, irreps_block)
+            atom_blocks = self.atom_linear(atom_features)  # (B, A, irreps_block)
             atom_blocks = atom_blocks * self.atom_scale.index_select(0, species).index_select(
                 1, self.component_irrep)
             atom_blocks = atom_blocks + self.onsite_offset.index_select(0, species)
-            atom_blocks = (atom_blocks @ expansion).reshape(-1, t, t)  # (A, T, T)
+            atom_blocks = (atom_blocks @ expansion).reshape(batch, -1, t, t)  # (B, A, T, T)
         atom_blocks = 0.5 * atom_blocks  # M + M^T doubles the diagonal blocks
-        blocks = torch.cat([atom_blocks, pair_blocks], dim=0)  # (A + P, T, T)
-        n_atoms = atom_blocks.shape[0]
-        grid = blocks.index_select(0, assembly.grid_order)  # (A*A, T, T), row-major (i, j)
-        padded = grid.reshape(n_atoms, n_atoms, t, t).transpose(1, 2).reshape(n_atoms * t, -1)
-        half = padded.index_select(0, assembly.ao_index).index_select(1, assembly.ao_index)
-        return half + half.T
+        blocks = torch.cat([atom_blocks, pair_blocks], dim=1)  # (B, A + P, T, T)
+        grid = blocks.index_select(1, assembly.grid_order)  # (B, A*A, T, T), row-major (i, j)
+        padded = grid.reshape(batch, n_atoms, n_atoms, t, t).transpose(2, 3).reshape(
+            batch, n_atoms * t, n_atoms * t)
+        half = padded.index_select(1, assembly.ao_index).index_select(2, assembly.ao_index)
+        return half + half.transpose(1, 2)
 
 
 @dataclass

@@ -45,13 +45,13 @@ class BesselRadialBasis(nn.Module):
 
 
 def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """``out[a] = sum_{e: index[e] = a} values[e]``, shape ``(size, ...)``.
+    """``out[..., a, :] = sum_{e: index[e] = a} values[..., e, :]`` for ``values (..., E, F)``.
 
-    A one-hot matmul: for molecules (tens of atoms) it is faster on CPU than ``index_add``, in
-    particular in the backward pass.
+    A one-hot matmul shared by the batch: for molecules (tens of atoms) it is faster on CPU
+    than ``index_add``, in particular in the backward pass.
     """
     one_hot = (index.unsqueeze(0) == torch.arange(size, device=index.device).unsqueeze(1))
-    return one_hot.to(values.dtype) @ values
+    return torch.matmul(one_hot.to(values.dtype), values)
 
 
 class DepthwiseTensorProduct(nn.Module):
@@ -135,6 +135,8 @@ class DepthwiseTensorProduct(nn.Module):
         return self._cache[key]
 
     def forward(self, x, sh, weights):
+        leading = x.shape[:-1]
+        x, sh, weights = (t.reshape(-1, t.shape[-1]) for t in (x, sh, weights))
         outputs, weight_offset = [], 0
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
         tables = self._tables(x)
@@ -151,7 +153,7 @@ class DepthwiseTensorProduct(nn.Module):
             outputs.append(z.reshape(z.shape[0], -1))
         # e3nn layout: per irrep type, channels stacked, each (channels, 2L+1) channel-major
         order = self._cache[(x.dtype, x.device, "order")]
-        return torch.cat(outputs, dim=-1).index_select(1, order)
+        return torch.cat(outputs, dim=-1).index_select(1, order).reshape(*leading, -1)
 
 
 def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irreps]:
@@ -175,7 +177,8 @@ class Interaction(nn.Module):
     product couples each channel with the edge's spherical harmonics only (no channel mixing),
     which costs ``O(C)`` instead of ``O(C^2)`` per path; channel mixing happens in the linears.
 
-    Shapes: ``x (A, irreps_hidden.dim)``, ``edge_sh (E, irreps_sh.dim)``, ``edge_radial (E, F)``.
+    Shapes: ``x (B, A, irreps_hidden.dim)``, ``edge_sh (B, E, irreps_sh.dim)``,
+    ``edge_radial (B, E, F)``; ``edge_src, edge_dst (E,)`` shared by the batch.
     """
 
     def __init__(self, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, num_radial: int,
@@ -200,8 +203,8 @@ class Interaction(nn.Module):
 
     def forward(self, x, edge_src, edge_dst, edge_sh, edge_radial):
         messages = self.tensor_product(  # (E, irreps_mid.dim)
-            self.linear_in(x).index_select(0, edge_src), edge_sh, self.radial_weights(edge_radial)
+            self.linear_in(x).index_select(-2, edge_src), edge_sh, self.radial_weights(edge_radial)
         )
-        aggregated = scatter_sum(messages, edge_dst, x.shape[0]) / math.sqrt(self.avg_neighbors)
+        aggregated = scatter_sum(messages, edge_dst, x.shape[-2]) / math.sqrt(self.avg_neighbors)
         update = self.gate(self.linear_message(aggregated) + self.linear_self(x))
         return x + update

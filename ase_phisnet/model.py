@@ -119,8 +119,8 @@ class PairFeatures(nn.Module):
         self.irreps_out = self.tensor_product.irreps_out
 
     def forward(self, x, pair_src, pair_dst, pair_sh, pair_radial):
-        mixed = (self.linear_src(x).index_select(0, pair_src)
-                 + self.linear_dst(x).index_select(0, pair_dst))
+        mixed = (self.linear_src(x).index_select(-2, pair_src)
+                 + self.linear_dst(x).index_select(-2, pair_dst))  # (B, P, hidden)
         return self.tensor_product(mixed, pair_sh, self.radial_weights(pair_radial))
 
 
@@ -176,52 +176,37 @@ class PhiSNet(nn.Module):
                 f"model knows elements {list(self.config.elements)}; got {unknown}")
         return self.species_of_z[z]
 
-    def _assembly(self, atomic_numbers: torch.Tensor, pair_src, pair_dst):
-        key = (tuple(atomic_numbers.tolist()), str(pair_src.device))
-        if key not in self._assembly_cache:
-            self._assembly_cache[key] = build_assembly(
-                atomic_numbers.tolist(), pair_src.cpu(), pair_dst.cpu(), self.template,
-                device=pair_src.device)
-        return self._assembly_cache[key]
-
     def forward(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
                 return_invariants: bool = False) -> dict[str, torch.Tensor]:
-        """Matrices of one molecule.
+        """Matrices of one molecule, or of a batch of geometries of the same molecule.
 
         Args:
             atomic_numbers: (A,) long.
-            positions_bohr: (A, 3) float, may require grad.
+            positions_bohr: (A, 3) or (B, A, 3) float, may require grad.
 
         Returns:
-            ``{"hamiltonian": (nao, nao) Eh, "overlap": (nao, nao), ...}`` in PySCF AO order;
-            with ``return_invariants`` also the TraceGrad predictions ``"trace_atom"`` (A,) and
-            ``"trace_pair"`` (P,) (Eh^2).
+            ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
+            AO order; with ``return_invariants`` also the TraceGrad predictions
+            ``"trace_atom"`` ([B,] A) and ``"trace_pair"`` ([B,] P) of ``|H_b|_F`` (Eh).
         """
+        single = positions_bohr.dim() == 2
+        positions = positions_bohr.unsqueeze(0) if single else positions_bohr  # (B, A, 3)
         species = self.species(atomic_numbers)
-        n_atoms = atomic_numbers.shape[0]
-        device = positions_bohr.device
-        index = torch.arange(n_atoms, device=device)
-        pair_src, pair_dst = torch.meshgrid(index, index, indexing="ij")
-        off_diagonal = pair_src != pair_dst
-        pair_src, pair_dst = pair_src[off_diagonal], pair_dst[off_diagonal]  # (P,) all pairs
-        vectors = (positions_bohr.index_select(0, pair_dst)
-                   - positions_bohr.index_select(0, pair_src))  # (P, 3)
-        distances = vectors.norm(dim=-1)
+        pair_src, pair_dst, assembly = self._pairs(atomic_numbers, positions.device)
+        vectors = (positions.index_select(1, pair_dst)
+                   - positions.index_select(1, pair_src))  # (B, P, 3)
+        distances = vectors.norm(dim=-1)  # (B, P)
         sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True,
-                                    normalization="component")  # (P, sh)
-        radial = self.radial(distances)  # (P, F), zero beyond the cutoff
-        within = distances < self.config.cutoff_bohr
-        if bool(within.all()):  # small molecules: every pair interacts
-            edge_src, edge_dst, edge_sh, edge_radial = pair_src, pair_dst, sh, radial
-        else:
-            edges = within.nonzero().squeeze(-1)
-            edge_src, edge_dst = pair_src[edges], pair_dst[edges]
-            edge_sh, edge_radial = sh.index_select(0, edges), radial.index_select(0, edges)
+                                    normalization="component")  # (B, P, sh)
+        # Zero beyond the cutoff, and the radial MLPs have no biases, so pairs beyond it
+        # send no messages: every pair can be kept and the batch shares one pair list.
+        radial = self.radial(distances)  # (B, P, F)
 
         x = self.embed_to_hidden(self.embedding(species))  # (A, hidden)
+        x = x.unsqueeze(0).expand(positions.shape[0], -1, -1)  # (B, A, hidden)
         for interaction in self.interactions:
-            x = interaction(x, edge_src, edge_dst, edge_sh, edge_radial)
-        pair = self.pair_features(x, pair_src, pair_dst, sh, radial)  # (P, pair)
+            x = interaction(x, pair_src, pair_dst, sh, radial)
+        pair = self.pair_features(x, pair_src, pair_dst, sh, radial)  # (B, P, pair)
         pair = pair * smooth_cutoff(distances, 2 * self.config.cutoff_bohr).unsqueeze(-1)
 
         outputs = {}
@@ -229,10 +214,22 @@ class PhiSNet(nn.Module):
             x, pair, trace_atom, trace_pair = self.tracegrad(x, pair)
             if return_invariants:
                 outputs.update(trace_atom=trace_atom, trace_pair=trace_pair)
-        assembly = self._assembly(atomic_numbers, pair_src, pair_dst)
         for name, head in self.heads.items():
             outputs[name] = head(x, pair, species, pair_src, pair_dst, assembly)
-        return outputs
+        return {k: v.squeeze(0) for k, v in outputs.items()} if single else outputs
+
+    def _pairs(self, atomic_numbers: torch.Tensor, device):
+        """Every ordered pair ``i != j`` (P = A(A-1)) and the matrix assembly; cached per molecule."""
+        key = (tuple(atomic_numbers.tolist()), str(device))
+        if key not in self._assembly_cache:
+            n_atoms = len(key[0])
+            index = torch.arange(n_atoms)
+            src, dst = torch.meshgrid(index, index, indexing="ij")
+            keep = src != dst
+            src, dst = src[keep], dst[keep]
+            assembly = build_assembly(key[0], src, dst, self.template, device=device)
+            self._assembly_cache[key] = (src.to(device), dst.to(device), assembly)
+        return self._assembly_cache[key]
 
 
 def save_model(model: PhiSNet, path, extra: dict | None = None) -> None:

@@ -23,10 +23,10 @@ from torch import nn
 
 
 def invariants(irreps: o3.Irreps, features: torch.Tensor) -> torch.Tensor:
-    """Scalars as they are and squared norms of higher channels, shape ``(N, num_irreps)``."""
+    """Scalars as they are and squared norms of higher channels, shape ``(..., num_irreps)``."""
     parts = []
     for (mul, ir), chunk in zip(irreps, features.split([mul * ir.dim for mul, ir in irreps], -1)):
-        chunk = chunk.reshape(-1, mul, ir.dim)
+        chunk = chunk.reshape(*chunk.shape[:-1], mul, ir.dim)
         parts.append(chunk[..., 0] if ir.l == 0 else chunk.pow(2).sum(-1))
     return torch.cat(parts, dim=-1)
 

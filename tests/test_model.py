@@ -125,3 +125,16 @@ def test_config_validates():
         ModelConfig(matrices=("overlap",))
     with pytest.raises(ValueError, match="channels needs 5 entries"):
         PhiSNet(ModelConfig(channels=(8, 4)))
+
+
+def test_a_batch_of_geometries_equals_one_by_one():
+    model = make_model(("H", "O"), tracegrad=True)
+    atoms = molecule("H2O")
+    rng = np.random.default_rng(0)
+    positions = atoms.positions[None] + 0.05 * rng.normal(size=(3, 3, 3))
+    z = torch.tensor(atoms.numbers)
+    batch = model(z, torch.tensor(positions / Bohr), return_invariants=True)
+    for b in range(3):
+        single = model(z, torch.tensor(positions[b] / Bohr), return_invariants=True)
+        for key, value in single.items():
+            torch.testing.assert_close(batch[key][b], value, rtol=1e-12, atol=1e-12)
