@@ -2,6 +2,8 @@
 
     ase-phisnet generate --molecule H2O --n 100 --xc pbe --basis def2-svp --temperature 500 \\
         --out water.h5 [--workers 2]
+    ase-phisnet train configs/water_example.yaml
+    ase-phisnet evaluate runs/water/best_model.pt water.h5 [--json metrics.json]
 """
 
 from __future__ import annotations
@@ -89,6 +91,75 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model from a YAML config (resumes from its checkpoint)",
+        description="Train PhiSNet as a YAML config says (see configs/water_example.yaml). "
+        "Re-running resumes from OUTPUT_DIR/checkpoint.pt. Under torchrun it trains with "
+        "DistributedDataParallel.")
+    parser.add_argument("config", help="YAML training config")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from ase_phisnet.training import train
+    from ase_phisnet.training_config import TrainConfig
+
+    result = train(TrainConfig.from_yaml(args.config), progress=not args.no_progress)
+    print(f"best model: {result.best_model_path} (validation loss "
+          f"{result.best_validation_loss:.4g}, {result.epochs} epochs, "
+          f"{result.wall_time_s:.0f} s training)")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="H, S, orbital-energy and orbital metrics of a model on a dataset",
+        description="Evaluate MODEL on DATASET's test split (the split recorded in the model "
+        "file unless --split-seed/--n-train/--n-validation are given).")
+    parser.add_argument("model", help="model file (weights; its .json beside it)")
+    parser.add_argument("dataset", help="HDF5 dataset from 'ase-phisnet generate'")
+    parser.add_argument("--split-seed", type=int)
+    parser.add_argument("--n-train", type=int)
+    parser.add_argument("--n-validation", type=int)
+    parser.add_argument("--all", action="store_true", help="evaluate every record")
+    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    import json
+
+    import torch
+
+    from ase_phisnet.dataset import HamiltonianDataset
+    from ase_phisnet.evaluate import evaluate_model, trained_test_split
+    from ase_phisnet.model import load_model
+
+    model = load_model(args.model).to(getattr(torch, args.dtype))
+    dataset = HamiltonianDataset(args.dataset)
+    if dataset.metadata.theory.basis != model.config.basis:
+        raise ValueError(f"model basis {model.config.basis!r} != dataset basis "
+                         f"{dataset.metadata.theory.basis!r}")
+    if args.all:
+        positions = range(len(dataset))
+    elif args.split_seed is not None:
+        if args.n_train is None or args.n_validation is None:
+            raise ValueError("--split-seed needs --n-train and --n-validation")
+        positions = dataset.split(args.split_seed, args.n_train, args.n_validation).test
+    else:
+        with open(args.model + ".json") as handle:
+            positions = trained_test_split(json.load(handle), dataset)
+    metrics = evaluate_model(model, dataset, positions)
+    print(metrics.table())
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(metrics.to_json())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-phisnet", description="Learned Hamiltonians (PhiSNet) for ASE."
@@ -96,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate(subparsers)
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
     return parser
 
 

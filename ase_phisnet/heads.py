@@ -144,8 +144,8 @@ class MatrixHead(nn.Module):
         # non-zero (anything else would break equivariance), see set_onsite_offset.
         self.register_buffer("onsite_offset", torch.zeros(n_el, irreps_block.dim))
         self.register_buffer("invariant_components", torch.cat([
-            torch.full((ir.dim,), ir.l == 0 and ir.p == 1, dtype=torch.bool)
-            for _, ir in irreps_block]), persistent=False)
+            torch.full((mul * ir.dim,), ir.l == 0 and ir.p == 1, dtype=torch.bool)
+            for mul, ir in irreps_block]), persistent=False)
 
     def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """A fixed table (``expansion``, ``diagonal_table``) in ``like``'s dtype and device."""

@@ -1,0 +1,381 @@
+"""Training of PhiSNet on a reference dataset.
+
+Loss (all terms dimensionless, each matrix scaled by the standard deviation ``sigma`` of its
+reference elements in the training split)::
+
+    L = sum_M w_M [ mean((M_pred - M_ref)^2) / sigma_M^2 + mean|M_pred - M_ref| / sigma_M ]
+        + w_eps [ same for the occupied orbital energies of H C = S C eps ]
+        + w_tg  [ same for the TraceGrad invariants |H_b|_F of every atom and pair block ]
+
+AdamW or AMSGrad, ReduceLROnPlateau on the validation loss, an exponential moving average (EMA)
+of the weights (validated and saved), gradient clipping, early stopping, and a checkpoint after
+every epoch that resumes exactly (weights, EMA, optimizer, scheduler, RNG, history). Runs on CUDA
+when present and under ``torchrun`` with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
+from ase_phisnet.training_config import TrainConfig
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+BEST_MODEL = "best_model.pt"
+
+
+@dataclass
+class MatrixData:
+    """Reference tensors of a set of geometries of one molecule (atomic units)."""
+
+    atomic_numbers: torch.Tensor  # (A,)
+    positions_bohr: torch.Tensor  # (N, A, 3)
+    matrices: dict[str, torch.Tensor]  # name -> (N, nao, nao)
+    occupied_energies_eh: torch.Tensor  # (N, n_occ)
+
+    def __len__(self):
+        return self.positions_bohr.shape[0]
+
+    def subset(self, index: torch.Tensor) -> MatrixData:
+        return MatrixData(self.atomic_numbers, self.positions_bohr[index],
+                          {k: v[index] for k, v in self.matrices.items()},
+                          self.occupied_energies_eh[index])
+
+    def to(self, device, dtype) -> MatrixData:
+        return MatrixData(self.atomic_numbers.to(device),
+                          self.positions_bohr.to(device, dtype),
+                          {k: v.to(device, dtype) for k, v in self.matrices.items()},
+                          self.occupied_energies_eh.to(device, dtype))
+
+
+_RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
+                 "core_hamiltonian": "core_hamiltonian_eh"}
+
+
+def load_matrix_data(dataset: HamiltonianDataset, positions, names) -> MatrixData:
+    """Read records at ``positions`` of ``dataset`` into float64 tensors."""
+    records = [dataset[int(p)] for p in positions]
+    if not records:
+        raise ValueError("no records selected")
+    numbers = records[0].atomic_numbers
+    if any(not np.array_equal(r.atomic_numbers, numbers) for r in records):
+        raise ValueError("training needs records of one molecule (same atoms in the same order)")
+    occupied = [r.orbital_energies_eh[r.occupations > 0] for r in records]
+    return MatrixData(
+        atomic_numbers=torch.as_tensor(numbers, dtype=torch.long),
+        positions_bohr=torch.as_tensor(np.stack([r.positions_bohr for r in records])),
+        matrices={name: torch.as_tensor(np.stack([getattr(r, _RECORD_FIELD[name])
+                                                  for r in records])) for name in names},
+        occupied_energies_eh=torch.as_tensor(np.stack(occupied)),
+    )
+
+
+def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
+    """``|M_b|_F`` of every atom block (B, A) and directed pair block (B, P) of ``(B, nao, nao)``."""
+    slices = model.layout.ao_slices(atomic_numbers.tolist())
+    indicator = torch.zeros(matrix.shape[-1], len(slices), dtype=matrix.dtype,
+                            device=matrix.device)
+    for atom, ao in enumerate(slices):
+        indicator[ao, atom] = 1.0
+    squared = indicator.T @ matrix.pow(2) @ indicator  # (B, A, A)
+    src, dst, _ = model._pairs(atomic_numbers, matrix.device)
+    norms = squared.clamp_min(0).sqrt()
+    return torch.diagonal(norms, dim1=1, dim2=2), norms[:, src, dst]
+
+
+def occupied_orbital_energies(hamiltonian, overlap, n_occupied: int) -> torch.Tensor:
+    """Lowest ``n_occupied`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable."""
+    cholesky = torch.linalg.cholesky(overlap)
+    half = torch.linalg.solve_triangular(cholesky, hamiltonian, upper=False)
+    orthogonal = torch.linalg.solve_triangular(cholesky, half.transpose(-1, -2), upper=False)
+    return torch.linalg.eigvalsh(0.5 * (orthogonal + orthogonal.transpose(-1, -2)))[
+        ..., :n_occupied]
+
+
+def _scaled_error(prediction, reference, sigma):
+    difference = prediction - reference
+    return difference.pow(2).mean() / sigma**2 + difference.abs().mean() / sigma
+
+
+def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
+    """Total loss and its terms for one batch (see module docstring)."""
+    want_traces = _unwrap(model).tracegrad is not None and weights.tracegrad > 0
+    out = model(batch.atomic_numbers, batch.positions_bohr, return_invariants=want_traces)
+    terms = {}
+    for name, reference in batch.matrices.items():
+        terms[name] = _scaled_error(out[name], reference, scales[name])
+    if weights.orbital_energies > 0:
+        n_occ = batch.occupied_energies_eh.shape[-1]
+        overlap = out.get("overlap", batch.matrices.get("overlap"))
+        eps = occupied_orbital_energies(out["hamiltonian"], overlap, n_occ)
+        terms["orbital_energies"] = _scaled_error(eps, batch.occupied_energies_eh,
+                                                  scales["orbital_energies"])
+    if want_traces:
+        atom_ref, pair_ref = block_norms(batch.matrices["hamiltonian"], _unwrap(model),
+                                         batch.atomic_numbers)
+        terms["tracegrad"] = (_scaled_error(out["trace_atom"], atom_ref, scales["trace"])
+                              + _scaled_error(out["trace_pair"], pair_ref, scales["trace"]))
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def fit_scales_and_offsets(model: PhiSNet, train: MatrixData) -> dict[str, float]:
+    """Set the heads' on-site offsets to the training mean and return the loss scales."""
+    slices = model.layout.ao_slices(train.atomic_numbers.tolist())
+    scales = {}
+    for name, matrices in train.matrices.items():
+        scales[name] = float(matrices.std())
+        if name == "overlap":
+            continue
+        means = {}
+        for z in set(train.atomic_numbers.tolist()):
+            blocks = [matrices[:, s, s] for s, zz in zip(slices, train.atomic_numbers.tolist())
+                      if zz == z]
+            means[z] = torch.cat(blocks).mean(0)
+        model.heads[name].set_onsite_offset(means)
+    scales["orbital_energies"] = float(train.occupied_energies_eh.std())
+    atom_norms, pair_norms = block_norms(train.matrices["hamiltonian"], model,
+                                         train.atomic_numbers)
+    scales["trace"] = float(torch.cat([atom_norms.ravel(), pair_norms.ravel()]).std())
+    return scales
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _distributed():
+    """(rank, world_size), initializing torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+@dataclass
+class TrainResult:
+    best_model_path: str
+    best_validation_loss: float
+    epochs: int
+    wall_time_s: float
+    history: list
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train (or resume training) as ``config`` says; returns where the best model is."""
+    from tqdm.auto import tqdm
+
+    rank, world = _distributed()
+    os.makedirs(config.output_dir, exist_ok=True)
+    if rank == 0:
+        _attach_log_file(os.path.join(config.output_dir, "train.log"))
+    opt = config.optim
+    dtype = getattr(torch, opt.dtype)
+    device = resolve_device(opt.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(config.seed)
+
+    dataset = HamiltonianDataset(config.dataset)
+    split = dataset.split(config.split.seed, config.split.n_train, config.split.n_validation,
+                          config.split.n_test)
+    model = _build_model(config, dataset, dtype)
+    names = list(model.config.matrices)
+    train_data = load_matrix_data(dataset, split.train, names)
+    valid_data = load_matrix_data(dataset, split.validation, names)
+    scales = fit_scales_and_offsets(model, train_data)
+    model.to(device=device, dtype=dtype)
+    train_data, valid_data = train_data.to(device, dtype), valid_data.to(device, dtype)
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=opt.learning_rate,
+                                  weight_decay=opt.weight_decay,
+                                  amsgrad=opt.optimizer == "amsgrad")
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=opt.lr_decay_factor, patience=opt.lr_patience,
+        min_lr=opt.min_learning_rate)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opt.ema_decay),
+        use_buffers=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "stale_epochs": 0,
+             "history": [], "train_time_s": 0.0}
+    checkpoint_path = os.path.join(config.output_dir, CHECKPOINT)
+    if os.path.exists(checkpoint_path):
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if checkpoint["config"] != config.to_dict():
+            logger.warning("resuming with a changed config; the checkpoint's run continues")
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["generator"])
+        state = checkpoint["state"]
+        logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
+
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    start = time.perf_counter()
+    bar = tqdm(total=opt.max_epochs, initial=state["epoch"], disable=not progress or rank != 0,
+               desc="train", unit="epoch")
+    stop_reason = "max_epochs"
+    while state["epoch"] < opt.max_epochs:
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(train_data), generator=generator)
+        trained.train()
+        sums, batches = {}, 0
+        for first in range(0, len(order), opt.batch_size):
+            chunk = order[first : first + opt.batch_size]
+            chunk = chunk[rank::world].to(device)  # each rank its share of the batch
+            if len(chunk) == 0:
+                continue
+            loss, terms = compute_loss(trained, train_data.subset(chunk), config.loss, scales)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, opt.grad_clip)
+            optimizer.step()
+            ema.update_parameters(model)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            batches += 1
+        validation = evaluate_loss(ema.module, valid_data, config.loss, scales, opt.batch_size)
+        scheduler.step(validation)
+        state["epoch"] += 1
+        state["train_time_s"] += time.perf_counter() - epoch_start
+        record = {"epoch": state["epoch"], "validation_loss": validation,
+                  "learning_rate": optimizer.param_groups[0]["lr"],
+                  **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+        state["history"].append(record)
+        improved = validation < state["best_loss"]
+        if improved:
+            state.update(best_loss=validation, best_epoch=state["epoch"], stale_epochs=0)
+        else:
+            state["stale_epochs"] += 1
+        if rank == 0:
+            if improved:
+                save_model(ema.module, os.path.join(config.output_dir, BEST_MODEL),
+                           extra=_training_metadata(config, dataset, state, split))
+            _save_checkpoint(checkpoint_path, config, model, ema, optimizer, scheduler,
+                             generator, state)
+            logger.info("epoch %d: %s", state["epoch"], json.dumps(record))
+            bar.set_postfix(val=f"{validation:.3g}", lr=f"{record['learning_rate']:.1e}")
+            bar.update(1)
+        if state["stale_epochs"] >= opt.early_stopping_patience:
+            stop_reason = "early stopping"
+            break
+        if opt.max_time_minutes and time.perf_counter() - start > 60 * opt.max_time_minutes:
+            stop_reason = "time budget"
+            break
+    bar.close()
+    if rank == 0:
+        logger.info("stopped (%s) after %d epochs; best validation loss %.4g at epoch %d",
+                    stop_reason, state["epoch"], state["best_loss"], state["best_epoch"])
+        plot_learning_curve(state["history"], os.path.join(config.output_dir,
+                                                           "learning_curve.png"))
+    return TrainResult(os.path.join(config.output_dir, BEST_MODEL), state["best_loss"],
+                       state["epoch"], state["train_time_s"], state["history"])
+
+
+@torch.no_grad()
+def evaluate_loss(model, data: MatrixData, weights, scales, batch_size: int) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for first in range(0, len(data), batch_size):
+        index = torch.arange(first, min(first + batch_size, len(data)),
+                             device=data.positions_bohr.device)
+        loss, _ = compute_loss(model, data.subset(index), weights, scales)
+        total += float(loss) * len(index)
+        count += len(index)
+    return total / count
+
+
+def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> PhiSNet:
+    if config.init_from:
+        model = load_model(config.init_from)
+        logger.info("initialized from %s", config.init_from)
+        return model.to(dtype)
+    from ase.data import chemical_symbols
+
+    theory = dataset.metadata.theory
+    numbers = sorted(set(dataset[0].atomic_numbers.tolist()))
+    values = {"basis": theory.basis, "elements": [chemical_symbols[z] for z in numbers],
+              **config.model}
+    if values["basis"] != theory.basis:
+        raise ValueError(f"model basis {values['basis']!r} differs from the dataset's "
+                         f"{theory.basis!r}")
+    return PhiSNet(ModelConfig.from_dict(values)).to(dtype)
+
+
+def _training_metadata(config: TrainConfig, dataset, state: dict, split) -> dict:
+    return {"training": {
+        "dataset": os.path.abspath(config.dataset),
+        "theory": dataset.metadata.theory.to_dict(),
+        "split": {"seed": config.split.seed, "n_train": len(split.train),
+                  "n_validation": len(split.validation), "n_test": len(split.test)},
+        "epoch": state["epoch"], "validation_loss": state["best_loss"],
+        "train_time_s": round(state["train_time_s"], 1),
+        "config": config.to_dict(),
+    }}
+
+
+def _save_checkpoint(path, config, model, ema, optimizer, scheduler, generator, state):
+    temporary = path + ".tmp"
+    torch.save({"config": config.to_dict(), "model": model.state_dict(),
+                "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "state": state}, temporary)
+    os.replace(temporary, path)
+
+
+def _attach_log_file(path):
+    root = logging.getLogger("ase_phisnet")
+    if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in root.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def plot_learning_curve(history: list, path: str) -> None:
+    """Training terms and validation loss per epoch, log scale, saved as PNG."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.semilogy(epochs, [h["validation_loss"] for h in history], "k-", label="validation (EMA)")
+    for key in sorted(k for k in history[0] if k.startswith("train_")):
+        axis.semilogy(epochs, [h[key] for h in history], label=key.replace("_", " "), alpha=0.7)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss (dimensionless)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,129 @@
+"""Typed, validated training configuration, read from YAML.
+
+Example (``configs/water_example.yaml`` in the repository documents every key)::
+
+    dataset: water.h5
+    output_dir: runs/water
+    split: {n_train: 800, n_validation: 100, n_test: 100, seed: 0}
+    model: {channels: [32, 16, 16, 8, 8], num_layers: 3, tracegrad: false}
+    optim: {optimizer: adamw, learning_rate: 2.0e-3, batch_size: 16, max_epochs: 300}
+    loss: {hamiltonian: 1.0, overlap: 1.0, core_hamiltonian: 1.0, orbital_energies: 0.0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+OPTIMIZERS = ("adamw", "amsgrad")
+DTYPES = ("float32", "float64")
+
+
+def _from_dict(cls, values: dict | None, where: str):
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown keys in '{where}': {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Sizes of the train/validation/test splits and the seed that draws them."""
+
+    n_train: int = 800
+    n_validation: int = 100
+    n_test: int | None = None  # None: every remaining record
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer, schedule and stopping.
+
+    ``lr_decay_factor``/``lr_patience``: ReduceLROnPlateau on the validation loss.
+    ``early_stopping_patience``: epochs without validation improvement before stopping.
+    ``max_time_minutes``: wall-clock budget of this run (a resumed run gets a fresh budget).
+    """
+
+    optimizer: Literal["adamw", "amsgrad"] = "adamw"
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    max_epochs: int = 300
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 10
+    min_learning_rate: float = 1e-6
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+    early_stopping_patience: int = 40
+    max_time_minutes: float | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.max_epochs < 0:
+            raise ValueError("learning_rate and batch_size must be positive, max_epochs >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.lr_decay_factor < 1.0:
+            raise ValueError(f"lr_decay_factor must be in (0, 1), got {self.lr_decay_factor}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training`)."""
+
+    hamiltonian: float = 1.0
+    overlap: float = 1.0
+    core_hamiltonian: float = 1.0
+    orbital_energies: float = 0.0
+    tracegrad: float = 0.1
+
+    def __post_init__(self):
+        if any(w < 0 for w in dataclasses.astuple(self)):
+            raise ValueError(f"loss weights must be >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``ase-phisnet train`` needs."""
+
+    dataset: str
+    output_dir: str
+    seed: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: dict = field(default_factory=dict)  # ModelConfig fields; basis/elements from data
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    init_from: str | None = None  # a model file to start from (fine-tuning)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        values = dict(values)
+        for key in ("dataset", "output_dir"):
+            if key not in values:
+                raise ValueError(f"training config needs '{key}'")
+        nested = {"split": SplitConfig, "optim": OptimConfig, "loss": LossWeights}
+        for key, kind in nested.items():
+            values[key] = _from_dict(kind, values.get(key), key)
+        return _from_dict(cls, values, "top level")
+
+    @classmethod
+    def from_yaml(cls, path) -> TrainConfig:
+        import yaml
+
+        with open(path) as handle:
+            values = yaml.safe_load(handle)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping")
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
