@@ -106,7 +106,11 @@ def _run_train(args) -> int:
     from ase_phisnet.training import train
     from ase_phisnet.training_config import TrainConfig
 
+    import os
+
     result = train(TrainConfig.from_yaml(args.config), progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"best model: {result.best_model_path} (validation loss "
           f"{result.best_validation_loss:.4g}, {result.epochs} epochs, "
           f"{result.wall_time_s:.0f} s training)")

@@ -295,6 +295,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                     stop_reason, state["epoch"], state["best_loss"], state["best_epoch"])
         plot_learning_curve(state["history"], os.path.join(config.output_dir,
                                                            "learning_curve.png"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(os.path.join(config.output_dir, BEST_MODEL), state["best_loss"],
                        state["epoch"], state["train_time_s"], state["history"])
 

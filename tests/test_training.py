@@ -117,3 +117,28 @@ def test_train_and_evaluate_commands(water_file, tmp_path, capsys):
 def test_training_config_validates(values, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_dict({"dataset": "x.h5", "output_dir": "out", **values})
+
+
+def test_distributed_data_parallel_matches_one_process(water_file, tmp_path):
+    """Two torchrun ranks, each half of every batch, give the weights of one process."""
+    import subprocess
+    import sys
+
+    def config_file(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "dataset": str(water_file), "output_dir": str(tmp_path / name), "seed": 0,
+            "split": {"n_train": 4, "n_validation": 2, "n_test": 2},
+            "model": TINY_MODEL, "optim": {"max_epochs": 2, "batch_size": 4, "dtype": "float64"},
+        }))
+        return str(path)
+
+    assert main(["train", config_file("single"), "--no-progress"]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "ase_phisnet.cli", "train", config_file("ddp"), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)["model"]
+    ddp = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["model"]
+    for key, value in single.items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-9, atol=1e-11)
