@@ -1,0 +1,161 @@
+"""Closed-shell electronic structure from predicted H and S, differentiable to second order.
+
+Atomic units throughout (Hartree, Bohr, e). Shapes: ``(..., nao, nao)`` with any batch prefix.
+
+Generalized eigenproblem ``H C = S C eps``. With the Cholesky factor ``S = L L^T`` it becomes the
+ordinary problem of ``H' = L^{-1} H L^{-T}`` (``C = L^{-T} C'``). Everything the energy needs
+depends on the occupied orbitals only through the **occupied projector**
+
+.. math::
+
+    P' = C'_{occ} C'^T_{occ} = \\tfrac12 \\big(I - \\mathrm{sign}(H' - \\mu I)\\big),
+
+with ``mu`` in the HOMO–LUMO gap. The matrix sign is computed by the scaled Newton iteration
+``X <- (c X + (c X)^{-1}) / 2`` — rational functions of ``H'``, so autograd gives exact first and
+second derivatives that need only the occupied–virtual gap: degenerate occupied orbitals
+(methane, ammonia, benzene) are no problem, unlike the eigenvector derivative of ``eigh``, whose
+``1 / (eps_i - eps_j)`` factors are NaN there. The AO density matrix and energy-weighted density
+matrix of a closed shell are
+
+    P = 2 L^{-T} P' L^{-1},    W = 2 L^{-T} P' H' P' L^{-1}    (so E-derivatives have
+                                                               PySCF's Tr[P dH] - Tr[W dS] form).
+
+Energy (PhiSNet): ``E = E_nuc + 1/2 Tr[P (H_core + H)]``, i.e. ``E_nuc + sum_occ (eps_i +
+(C^T H_core C)_ii)`` over doubly occupied orbitals; exact for Hartree–Fock at convergence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ase_phisnet.errors import PhiSNetError
+
+
+class IllConditionedOverlapError(PhiSNetError, ValueError):
+    """The (predicted) overlap matrix is not safely positive definite."""
+
+
+class NoGapError(PhiSNetError, ValueError):
+    """The HOMO and LUMO are degenerate: the closed-shell ground state is not defined."""
+
+
+def nuclear_repulsion_eh(atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor):
+    """``sum_{i<j} Z_i Z_j / r_ij`` in Eh, shape ``positions.shape[:-2]``.
+
+    >>> z = torch.tensor([1, 1])
+    >>> float(nuclear_repulsion_eh(z, torch.tensor([[0., 0, 0], [0, 0, 1.4]], dtype=torch.float64)))
+    0.7142857142857143
+    """
+    charges = atomic_numbers.to(positions_bohr.dtype)
+    n = charges.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=positions_bohr.device)
+    distances = (positions_bohr[..., i, :] - positions_bohr[..., j, :]).norm(dim=-1)
+    return (charges[i] * charges[j] / distances).sum(-1)
+
+
+def cholesky_of_overlap(overlap: torch.Tensor, min_eigenvalue: float = 1e-6) -> torch.Tensor:
+    """Lower Cholesky factor of ``S``; raises if ``S`` has an eigenvalue below ``min_eigenvalue``."""
+    smallest = torch.linalg.eigvalsh(overlap.detach()).min()
+    if not bool(smallest > min_eigenvalue):
+        raise IllConditionedOverlapError(
+            f"overlap matrix has smallest eigenvalue {float(smallest):.3e} (<= "
+            f"{min_eigenvalue:.0e}): near-linearly dependent basis or a geometry far outside the "
+            "model's training data")
+    return torch.linalg.cholesky(overlap)
+
+
+def _newton_sign(shifted: torch.Tensor, spectrum: torch.Tensor, max_iterations: int = 60):
+    """``sign(A)`` of symmetric ``A`` with detached eigenvalues ``spectrum`` (scaled Newton)."""
+    x, values = shifted, spectrum.abs()
+    eye = torch.eye(shifted.shape[-1], dtype=shifted.dtype, device=shifted.device)
+    for _ in range(max_iterations):
+        # Scaling from the current extreme |eigenvalues| (tracked as scalars), as in Higham's
+        # "Functions of Matrices" ch. 5; it only speeds convergence, the limit is sign(A).
+        scale = (values.amin(-1) * values.amax(-1)).rsqrt()  # (...,)
+        x = 0.5 * (scale[..., None, None] * x + torch.linalg.solve(
+            scale[..., None, None] * x, eye.expand_as(x)))
+        values = 0.5 * (scale[..., None] * values + 1.0 / (scale[..., None] * values))
+        if float((values - 1.0).abs().max()) < 1e-15:
+            break
+    x = 0.5 * (x + torch.linalg.solve(x, eye.expand_as(x)))  # one more: derivatives converge too
+    return 0.5 * (x + x.transpose(-1, -2))
+
+
+@dataclass
+class ClosedShellSolution:
+    """Solution of ``H C = S C eps`` for a closed shell (tensors keep their autograd graph)."""
+
+    orbital_energies_eh: torch.Tensor  # (..., nao) ascending (detached)
+    orbitals: torch.Tensor  # (..., nao, nao) columns C, S-orthonormal (detached)
+    density_matrix: torch.Tensor  # (..., nao, nao) P = 2 C_occ C_occ^T
+    energy_weighted_density_matrix: torch.Tensor  # (..., nao, nao) W = 2 C_occ eps C_occ^T, Eh
+    n_occupied: int
+
+    @property
+    def homo_lumo_eh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = self.orbital_energies_eh
+        return eps[..., self.n_occupied - 1], eps[..., self.n_occupied]
+
+
+def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occupied: int,
+                       min_overlap_eigenvalue: float = 1e-6,
+                       min_gap_eh: float = 1e-6) -> ClosedShellSolution:
+    """Orbitals, P and W of a closed shell with ``n_occupied`` doubly occupied orbitals.
+
+    ``P`` and ``W`` are differentiable to second order with respect to ``H`` and ``S`` and need
+    only a HOMO–LUMO gap (``> min_gap_eh``); orbitals and energies are returned detached.
+    """
+    nao = hamiltonian.shape[-1]
+    if not 0 < n_occupied < nao:
+        raise ValueError(f"need 0 < n_occupied < nao, got {n_occupied} of {nao}")
+    cholesky = cholesky_of_overlap(overlap, min_overlap_eigenvalue)
+    half = torch.linalg.solve_triangular(cholesky, hamiltonian, upper=False)
+    orthogonal = torch.linalg.solve_triangular(cholesky, half.transpose(-1, -2), upper=False)
+    orthogonal = 0.5 * (orthogonal + orthogonal.transpose(-1, -2))  # H' = L^-1 H L^-T
+    with torch.no_grad():
+        eps, vectors = torch.linalg.eigh(orthogonal)
+        gap = eps[..., n_occupied] - eps[..., n_occupied - 1]
+        if not bool((gap > min_gap_eh).all()):
+            raise NoGapError(f"HOMO-LUMO gap {float(gap.min()):.2e} Eh: degenerate frontier "
+                             "orbitals, no closed-shell ground state")
+        mu = 0.5 * (eps[..., n_occupied] + eps[..., n_occupied - 1])
+        orbitals = torch.linalg.solve_triangular(cholesky.transpose(-1, -2), vectors, upper=True)
+    eye = torch.eye(nao, dtype=hamiltonian.dtype, device=hamiltonian.device)
+    shifted = orthogonal - mu[..., None, None] * eye
+    projector = 0.5 * (eye - _newton_sign(shifted, eps - mu[..., None]))  # P'
+    weighted = projector @ orthogonal @ projector  # P' H' P'
+
+    def to_ao(matrix):  # L^-T M L^-1
+        left = torch.linalg.solve_triangular(cholesky.transpose(-1, -2), matrix, upper=True)
+        return torch.linalg.solve_triangular(cholesky.transpose(-1, -2),
+                                             left.transpose(-1, -2), upper=True)
+
+    return ClosedShellSolution(
+        orbital_energies_eh=eps,
+        orbitals=orbitals,
+        density_matrix=2.0 * to_ao(projector),
+        energy_weighted_density_matrix=2.0 * to_ao(weighted),
+        n_occupied=n_occupied,
+    )
+
+
+def band_energy_eh(solution: ClosedShellSolution, hamiltonian, core_hamiltonian):
+    """``1/2 Tr[P (H_core + H)]`` in Eh: the electronic energy of PhiSNet's energy model."""
+    return 0.5 * (solution.density_matrix * (core_hamiltonian + hamiltonian)).sum((-1, -2))
+
+
+def mulliken_charges(density_matrix, overlap, atomic_numbers, ao_slices) -> torch.Tensor:
+    """Mulliken charges ``q_A = Z_A - sum_{mu in A} (P S)_{mu mu}`` in e, shape ``(..., A)``."""
+    populations = torch.diagonal(density_matrix @ overlap, dim1=-2, dim2=-1)
+    per_atom = torch.stack([populations[..., s].sum(-1) for s in ao_slices], dim=-1)
+    return atomic_numbers.to(per_atom.dtype) - per_atom
+
+
+def dipole_moment_e_bohr(density_matrix, dipole_integrals, atomic_numbers, positions_bohr):
+    """``mu = sum_A Z_A R_A - Tr[P r]`` in e·Bohr, origin at 0; ``dipole_integrals (3, nao, nao)``
+    are PySCF's ``int1e_r``."""
+    electronic = torch.einsum("...mn,xnm->...x", density_matrix, dipole_integrals)
+    nuclear = (atomic_numbers.to(positions_bohr.dtype)[:, None] * positions_bohr).sum(-2)
+    return nuclear - electronic

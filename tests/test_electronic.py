@@ -1,0 +1,127 @@
+"""Closed-shell electronic structure: values against PySCF, derivatives against finite differences."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.units import Bohr
+from pyscf import gto, scf
+
+from ase_phisnet.electronic import (
+    IllConditionedOverlapError,
+    NoGapError,
+    band_energy_eh,
+    dipole_moment_e_bohr,
+    mulliken_charges,
+    nuclear_repulsion_eh,
+    solve_closed_shell,
+)
+
+
+@pytest.fixture(scope="module")
+def methane_rhf():
+    """Converged RHF/def2-SVP of methane: triply degenerate occupied t2 orbitals."""
+    atoms = molecule("CH4")
+    mol = gto.M(atom=[[s, p] for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+                basis="def2-svp", verbose=0)
+    mf = scf.RHF(mol)
+    mf.conv_tol = 1e-12
+    mf.conv_tol_grad = 1e-9
+    mf.kernel()
+    return atoms, mol, mf
+
+
+def central_difference(function, step):
+    """Fourth-order central difference of ``function(t)`` at ``t = 0``."""
+    return (8 * (function(step) - function(-step)) - (function(2 * step) - function(-2 * step))) / (
+        12 * step)
+
+
+def tensors(mf):
+    return (torch.tensor(mf.get_fock()), torch.tensor(mf.get_ovlp()),
+            torch.tensor(mf.get_hcore()))
+
+
+def test_solution_matches_pyscf_and_energy_is_the_rhf_energy(methane_rhf):
+    atoms, mol, mf = methane_rhf
+    fock, overlap, hcore = tensors(mf)
+    solution = solve_closed_shell(fock, overlap, n_occupied=5)
+    np.testing.assert_allclose(solution.density_matrix.numpy(), mf.make_rdm1(), atol=1e-7)
+    np.testing.assert_allclose(solution.orbital_energies_eh.numpy(), mf.mo_energy, atol=1e-7)
+    eps = mf.mo_energy[:5]
+    assert np.ptp(eps[2:5]) < 1e-6  # the t2 level is degenerate
+    positions = torch.tensor(atoms.positions / Bohr)
+    energy = nuclear_repulsion_eh(torch.tensor(atoms.numbers), positions) + band_energy_eh(
+        solution, fock, hcore)
+    assert float(energy) == pytest.approx(mf.e_tot, abs=1e-8)
+    w_ref = mf.make_rdm1() @ mf.get_fock() @ mf.make_rdm1() / 2
+    np.testing.assert_allclose(solution.energy_weighted_density_matrix.numpy(), w_ref, atol=1e-7)
+    charges = mulliken_charges(solution.density_matrix, overlap, torch.tensor(atoms.numbers),
+                               [slice(a, b) for *_, a, b in mol.aoslice_by_atom()])
+    np.testing.assert_allclose(charges.numpy(), mf.mulliken_pop(verbose=0)[1], atol=1e-7)
+    dipole = dipole_moment_e_bohr(solution.density_matrix, torch.tensor(mol.intor("int1e_r")),
+                                  torch.tensor(atoms.numbers), positions)
+    np.testing.assert_allclose(dipole.numpy(), mf.dip_moment(unit="AU", verbose=0), atol=1e-7)
+
+
+def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rhf):
+    _, _, mf = methane_rhf
+    fock, overlap, hcore = tensors(mf)
+    rng = np.random.default_rng(0)
+    direction = torch.tensor(rng.normal(size=fock.shape))
+    direction = direction + direction.T
+    direction = direction / direction.norm()  # unit size: the energy's curvature is large
+
+    def energy(h):
+        return band_energy_eh(solve_closed_shell(h, overlap, 5), h, hcore)
+
+    h = fock.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(energy(h), h)
+    assert torch.isfinite(gradient).all()
+    numerical = central_difference(lambda t: energy(fock + t * direction), 1e-3)
+    assert float((gradient * direction).sum()) == pytest.approx(float(numerical), rel=1e-8)
+    # torch's eigh derivative is not defined here; ours needs only the HOMO-LUMO gap.
+    h2 = fock.clone().requires_grad_()
+    eps, vectors = torch.linalg.eigh(h2)
+    (vectors[:, :5] @ vectors[:, :5].T).sum().backward()
+    assert not torch.isfinite(h2.grad).all()
+
+
+def test_second_derivative_matches_finite_differences_of_the_gradient(methane_rhf):
+    _, _, mf = methane_rhf
+    fock, overlap, hcore = tensors(mf)
+    rng = np.random.default_rng(1)
+    u = torch.tensor(rng.normal(size=fock.shape))
+    u = (u + u.T) / (u + u.T).norm()
+    v = torch.tensor(rng.normal(size=overlap.shape))
+    v = 0.1 * (v + v.T) / (v + v.T).norm()
+
+    def gradient(h, s):
+        h = h.clone().requires_grad_()
+        s = s.clone().requires_grad_()
+        e = band_energy_eh(solve_closed_shell(h, s, 5), h, hcore)
+        return torch.autograd.grad(e, (h, s), create_graph=True)
+
+    g_h, g_s = gradient(fock, overlap)
+    h = fock.clone().requires_grad_()
+    s = overlap.clone().requires_grad_()
+    e = band_energy_eh(solve_closed_shell(h, s, 5), h, hcore)
+    first = torch.autograd.grad(e, (h, s), create_graph=True)
+    directional = (first[0] * u).sum() + (first[1] * v).sum()
+    second = torch.autograd.grad(directional, (h, s))
+    for index, analytic in enumerate(second):
+        numerical = central_difference(
+            lambda t: gradient(fock + t * u, overlap + t * v)[index].detach(), 1e-3)
+        assert float((analytic - numerical).abs().max()) < 1e-7 * float(numerical.abs().max())
+    del g_h, g_s
+
+
+def test_bad_overlap_and_missing_gap_are_clear_errors(methane_rhf):
+    _, _, mf = methane_rhf
+    fock, overlap, _ = tensors(mf)
+    singular = overlap.clone()
+    singular[0, 1] = singular[1, 0] = 1.0  # two AOs made identical in overlap
+    with pytest.raises(IllConditionedOverlapError, match="smallest eigenvalue"):
+        solve_closed_shell(fock, singular, 5)
+    with pytest.raises(NoGapError, match="HOMO-LUMO gap"):
+        solve_closed_shell(fock, overlap, 3)  # HOMO inside the degenerate t2 level
