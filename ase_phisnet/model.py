@@ -55,6 +55,7 @@ class ModelConfig:
         avg_neighbors: Normalization of the summed messages.
         matrices: Which matrices to predict (subset of ``MATRIX_NAMES``; ``hamiltonian`` first).
         tracegrad: Add the TraceGrad invariant branch and its gradient features.
+        energy_hidden: Width of the atomwise energy-correction MLP (see :meth:`PhiSNet.forward`).
     """
 
     basis: str = "def2-svp"
@@ -68,6 +69,7 @@ class ModelConfig:
     avg_neighbors: float = 8.0
     matrices: tuple[str, ...] = MATRIX_NAMES
     tracegrad: bool = False
+    energy_hidden: int = 32
 
     def __post_init__(self):
         object.__setattr__(self, "elements", tuple(self.elements))
@@ -159,6 +161,12 @@ class PhiSNet(nn.Module):
                 fixed = {z: onsite_overlap(config.basis, z) for z in self.atomic_numbers}
             self.heads[name] = MatrixHead(self.irreps_hidden, self.pair_features.irreps_out,
                                           self.template, self.atomic_numbers, fixed)
+        # Smooth atomwise energy correction E_corr = sum_i [e_Z(i) + MLP(scalars of x_i)]: what
+        # 1/2 Tr[P (H_core + H)] misses of a DFT total energy (E_xc - 1/2 Tr[P v_xc], ...).
+        self.energy_mlp = nn.Sequential(
+            nn.Linear(config.channels[0], config.energy_hidden), nn.SiLU(),
+            nn.Linear(config.energy_hidden, 1))
+        self.element_energy_eh = nn.Parameter(torch.zeros(len(self.atomic_numbers)))
         self.tracegrad = None
         if config.tracegrad:
             from ase_phisnet.tracegrad import TraceGrad
@@ -188,6 +196,8 @@ class PhiSNet(nn.Module):
             ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
             AO order; with ``return_invariants`` also the TraceGrad predictions
             ``"trace_atom"`` ([B,] A) and ``"trace_pair"`` ([B,] P) of ``|H_b|_F`` (Eh).
+            Always also ``"energy_correction_eh"`` ([B,]): the atomwise term of the energy
+            model (:mod:`ase_phisnet.potential`).
         """
         single = positions_bohr.dim() == 2
         positions = positions_bohr.unsqueeze(0) if single else positions_bohr  # (B, A, 3)
@@ -216,6 +226,9 @@ class PhiSNet(nn.Module):
                 outputs.update(trace_atom=trace_atom, trace_pair=trace_pair)
         for name, head in self.heads.items():
             outputs[name] = head(x, pair, species, pair_src, pair_dst, assembly)
+        scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
+        outputs["energy_correction_eh"] = (self.energy_mlp(scalars).squeeze(-1)
+                                           + self.element_energy_eh[species]).sum(-1)
         return {k: v.squeeze(0) for k, v in outputs.items()} if single else outputs
 
     def _pairs(self, atomic_numbers: torch.Tensor, device):

@@ -27,6 +27,7 @@ import torch
 
 from ase_phisnet.dataset import HamiltonianDataset
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
+from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class MatrixData:
     positions_bohr: torch.Tensor  # (N, A, 3)
     matrices: dict[str, torch.Tensor]  # name -> (N, nao, nao)
     occupied_energies_eh: torch.Tensor  # (N, n_occ)
+    energy_eh: torch.Tensor  # (N,)
+    forces_eh_per_bohr: torch.Tensor  # (N, A, 3)
 
     def __len__(self):
         return self.positions_bohr.shape[0]
@@ -49,13 +52,16 @@ class MatrixData:
     def subset(self, index: torch.Tensor) -> MatrixData:
         return MatrixData(self.atomic_numbers, self.positions_bohr[index],
                           {k: v[index] for k, v in self.matrices.items()},
-                          self.occupied_energies_eh[index])
+                          self.occupied_energies_eh[index], self.energy_eh[index],
+                          self.forces_eh_per_bohr[index])
 
     def to(self, device, dtype) -> MatrixData:
         return MatrixData(self.atomic_numbers.to(device),
                           self.positions_bohr.to(device, dtype),
                           {k: v.to(device, dtype) for k, v in self.matrices.items()},
-                          self.occupied_energies_eh.to(device, dtype))
+                          self.occupied_energies_eh.to(device, dtype),
+                          self.energy_eh.to(device, dtype),
+                          self.forces_eh_per_bohr.to(device, dtype))
 
 
 _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
@@ -77,6 +83,8 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names) -> MatrixDat
         matrices={name: torch.as_tensor(np.stack([getattr(r, _RECORD_FIELD[name])
                                                   for r in records])) for name in names},
         occupied_energies_eh=torch.as_tensor(np.stack(occupied)),
+        energy_eh=torch.as_tensor(np.array([r.energy_eh for r in records])),
+        forces_eh_per_bohr=torch.as_tensor(np.stack([r.forces_eh_per_bohr for r in records])),
     )
 
 
@@ -110,7 +118,11 @@ def _scaled_error(prediction, reference, sigma):
 def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     """Total loss and its terms for one batch (see module docstring)."""
     want_traces = _unwrap(model).tracegrad is not None and weights.tracegrad > 0
-    out = model(batch.atomic_numbers, batch.positions_bohr, return_invariants=want_traces)
+    want_forces = weights.forces > 0
+    positions = batch.positions_bohr
+    if want_forces:
+        positions = positions.detach().requires_grad_(True)
+    out = model(batch.atomic_numbers, positions, return_invariants=want_traces)
     terms = {}
     for name, reference in batch.matrices.items():
         terms[name] = _scaled_error(out[name], reference, scales[name])
@@ -120,6 +132,14 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
         eps = occupied_orbital_energies(out["hamiltonian"], overlap, n_occ)
         terms["orbital_energies"] = _scaled_error(eps, batch.occupied_energies_eh,
                                                   scales["orbital_energies"])
+    if weights.energy > 0 or want_forces:
+        n_occ = batch.occupied_energies_eh.shape[-1]
+        energy = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ).energy_eh
+        terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"])
+        if want_forces:
+            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
+            terms["forces"] = _scaled_error(-gradient, batch.forces_eh_per_bohr,
+                                            scales["forces"])
     if want_traces:
         atom_ref, pair_ref = block_norms(batch.matrices["hamiltonian"], _unwrap(model),
                                          batch.atomic_numbers)
@@ -133,25 +153,46 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def fit_scales_and_offsets(model: PhiSNet, train: MatrixData) -> dict[str, float]:
-    """Set the heads' on-site offsets to the training mean and return the loss scales."""
-    slices = model.layout.ao_slices(train.atomic_numbers.tolist())
-    scales = {}
-    for name, matrices in train.matrices.items():
-        scales[name] = float(matrices.std())
-        if name == "overlap":
-            continue
-        means = {}
-        for z in set(train.atomic_numbers.tolist()):
-            blocks = [matrices[:, s, s] for s, zz in zip(slices, train.atomic_numbers.tolist())
-                      if zz == z]
-            means[z] = torch.cat(blocks).mean(0)
-        model.heads[name].set_onsite_offset(means)
+def loss_scales(model: PhiSNet, train: MatrixData) -> dict[str, float]:
+    """Standard deviations of the training references that make each loss term dimensionless."""
+    scales = {name: float(matrices.std()) for name, matrices in train.matrices.items()}
     scales["orbital_energies"] = float(train.occupied_energies_eh.std())
+    scales["energy"] = max(float(train.energy_eh.std()), 1e-4)
+    scales["forces"] = float(train.forces_eh_per_bohr.std())
     atom_norms, pair_norms = block_norms(train.matrices["hamiltonian"], model,
                                          train.atomic_numbers)
     scales["trace"] = float(torch.cat([atom_norms.ravel(), pair_norms.ravel()]).std())
     return scales
+
+
+def fit_onsite_offsets(model: PhiSNet, train: MatrixData) -> None:
+    """Set the predicted heads' on-site offsets to the training mean of the diagonal blocks."""
+    numbers = train.atomic_numbers.tolist()
+    slices = model.layout.ao_slices(numbers)
+    for name, matrices in train.matrices.items():
+        if name == "overlap":  # its on-site blocks are exact constants
+            continue
+        means = {z: torch.cat([matrices[:, s, s] for s, zz in zip(slices, numbers) if zz == z])
+                 .mean(0) for z in set(numbers)}
+        model.heads[name].set_onsite_offset(means)
+
+
+@torch.no_grad()
+def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32) -> None:
+    """Least-squares element constants ``e_Z`` so the model's mean energy error starts at zero."""
+    n_occ = train.occupied_energies_eh.shape[-1]
+    model.element_energy_eh.zero_()
+    residuals = []
+    for first in range(0, len(train), batch_size):
+        batch = train.subset(torch.arange(first, min(first + batch_size, len(train))))
+        out = model(batch.atomic_numbers, batch.positions_bohr)
+        predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr, n_occ)
+        residuals.append(batch.energy_eh - predicted.energy_eh)
+    residual = torch.cat(residuals).double().cpu().numpy()
+    species = model.species(train.atomic_numbers).cpu().numpy()
+    counts = np.bincount(species, minlength=len(model.atomic_numbers)).astype(float)
+    solution, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
+    model.element_energy_eh.copy_(torch.as_tensor(solution))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -203,7 +244,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     names = list(model.config.matrices)
     train_data = load_matrix_data(dataset, split.train, names)
     valid_data = load_matrix_data(dataset, split.validation, names)
-    scales = fit_scales_and_offsets(model, train_data)
+    scales = loss_scales(model, train_data)
+    if not config.init_from:
+        fit_onsite_offsets(model, train_data)
+    wants_energy = config.loss.energy > 0 or config.loss.forces > 0
+    if wants_energy and not bool(model.element_energy_eh.detach().any()):
+        fit_element_energies(model, train_data.to("cpu", dtype))  # fresh or H-only model
     model.to(device=device, dtype=dtype)
     train_data, valid_data = train_data.to(device, dtype), valid_data.to(device, dtype)
 
@@ -236,7 +282,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)  # e.g. the energy head when only H, S are fitted
 
     start = time.perf_counter()
     bar = tqdm(total=opt.max_epochs, initial=state["epoch"], disable=not progress or rank != 0,

@@ -85,6 +85,8 @@ class LossWeights:
     core_hamiltonian: float = 1.0
     orbital_energies: float = 0.0
     tracegrad: float = 0.1
+    energy: float = 0.0
+    forces: float = 0.0
 
     def __post_init__(self):
         if any(w < 0 for w in dataclasses.astuple(self)):

@@ -1,0 +1,96 @@
+"""The energy model: total energy from the predicted H, S and core H, forces by autograd.
+
+Atomic units (Eh, Bohr). For a closed shell with ``n_occ = (sum Z - charge) / 2`` doubly occupied
+orbitals of ``H C = S C eps`` (predicted matrices, :mod:`ase_phisnet.electronic`):
+
+.. math::
+
+    E = E_{nuc} + \\tfrac12 \\mathrm{Tr}[P (H_{core} + H)] + \\sum_i \\big(e_{Z_i} + \\phi(x_i)\\big)
+
+The first two terms are PhiSNet's energy, ``E_nuc + sum_occ [eps_i + (C^T H_core C)_ii]``, with
+the nuclear repulsion exact; for Hartree–Fock at self-consistency they are the total energy. For
+Kohn–Sham DFT they miss ``E_xc - 1/2 Tr[P v_xc]`` and the double counting of the Coulomb term
+beyond what ``H_core`` absorbs, smooth functions of the geometry; the last term, an element
+constant plus a small MLP of each atom's invariant features, learns that remainder. Trained
+end to end, the matrices and the correction share the work; the electronic part keeps the
+energy tied to the predicted orbitals. Forces are ``-dE/dR`` by autograd (exact, finite at
+degenerate occupied orbitals); Hessians by double backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ase_phisnet.electronic import (
+    ClosedShellSolution,
+    band_energy_eh,
+    nuclear_repulsion_eh,
+    solve_closed_shell,
+)
+from ase_phisnet.model import PhiSNet
+from ase_phisnet.reference import check_closed_shell
+
+
+@dataclass
+class EnergyPrediction:
+    """Energy and the electronic structure behind it (tensors keep their graph)."""
+
+    energy_eh: torch.Tensor  # ([B,])
+    matrices: dict[str, torch.Tensor]  # ([B,] nao, nao) in PySCF AO order
+    solution: ClosedShellSolution
+
+
+def n_occupied_orbitals(atomic_numbers, charge: int) -> int:
+    """Doubly occupied orbitals of a closed shell; raises OpenShellError for odd counts."""
+    return check_closed_shell(atomic_numbers.tolist() if hasattr(atomic_numbers, "tolist")
+                              else atomic_numbers, charge) // 2
+
+
+def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
+                        positions_bohr: torch.Tensor, n_occupied: int) -> EnergyPrediction:
+    """Total energy (Eh) from a :class:`PhiSNet` forward pass's outputs."""
+    missing = {"hamiltonian", "overlap", "core_hamiltonian"} - set(outputs)
+    if missing:
+        raise ValueError(f"the energy model needs the model to predict {sorted(missing)}")
+    hamiltonian, overlap = outputs["hamiltonian"], outputs["overlap"]
+    solution = solve_closed_shell(hamiltonian, overlap, n_occupied)
+    energy = (nuclear_repulsion_eh(atomic_numbers, positions_bohr)
+              + band_energy_eh(solution, hamiltonian, outputs["core_hamiltonian"])
+              + outputs["energy_correction_eh"])
+    matrices = {k: outputs[k] for k in ("hamiltonian", "overlap", "core_hamiltonian")}
+    return EnergyPrediction(energy, matrices, solution)
+
+
+def predict_energy(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                   charge: int = 0) -> EnergyPrediction:
+    """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh."""
+    n_occupied = n_occupied_orbitals(atomic_numbers, charge)
+    outputs = model(atomic_numbers, positions_bohr)
+    return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied)
+
+
+def energy_and_forces(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                      charge: int = 0, create_graph: bool = False):
+    """``(prediction, forces (…, A, 3) in Eh/Bohr)`` with forces ``-dE/dR`` by autograd."""
+    positions = positions_bohr.detach().requires_grad_(True)
+    with torch.enable_grad():
+        prediction = predict_energy(model, atomic_numbers, positions, charge)
+        (gradient,) = torch.autograd.grad(prediction.energy_eh.sum(), positions,
+                                          create_graph=create_graph)
+    return prediction, -gradient
+
+
+def hessian(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+            charge: int = 0) -> torch.Tensor:
+    """``d^2E/dR^2`` of one geometry, shape ``(3A, 3A)`` in Eh/Bohr^2, by double backward."""
+    positions = positions_bohr.detach().requires_grad_(True)
+    with torch.enable_grad():
+        energy = predict_energy(model, atomic_numbers, positions, charge).energy_eh
+        (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+        gradient = gradient.reshape(-1)
+        rows = [torch.autograd.grad(gradient[k], positions, retain_graph=True)[0].reshape(-1)
+                for k in range(gradient.shape[0])]
+    matrix = torch.stack(rows)
+    return 0.5 * (matrix + matrix.T)
