@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
 from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
@@ -186,7 +187,14 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
     for first in range(0, len(train), batch_size):
         batch = train.subset(torch.arange(first, min(first + batch_size, len(train))))
         out = model(batch.atomic_numbers, batch.positions_bohr)
-        predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr, n_occ)
+        try:
+            predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr,
+                                            n_occ)
+        except PhiSNetError as error:
+            raise ValueError(
+                f"energy/force training needs sensible predicted matrices ({error}); train H, S "
+                "and core H first (loss.energy = loss.forces = 0), then fine-tune that model "
+                "with init_from") from None
         residuals.append(batch.energy_eh - predicted.energy_eh)
     residual = torch.cat(residuals).double().cpu().numpy()
     species = model.species(train.atomic_numbers).cpu().numpy()
@@ -245,6 +253,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_data = load_matrix_data(dataset, split.train, names)
     valid_data = load_matrix_data(dataset, split.validation, names)
     scales = loss_scales(model, train_data)
+    shortest_distance = min_distance_bohr(train_data.positions_bohr)
     if not config.init_from:
         fit_onsite_offsets(model, train_data)
     wants_energy = config.loss.energy > 0 or config.loss.forces > 0
@@ -324,7 +333,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if rank == 0:
             if improved:
                 save_model(ema.module, os.path.join(config.output_dir, BEST_MODEL),
-                           extra=_training_metadata(config, dataset, state, split))
+                           extra=_training_metadata(config, dataset, state, split,
+                                                    shortest_distance))
             _save_checkpoint(checkpoint_path, config, model, ema, optimizer, scheduler,
                              generator, state)
             logger.info("epoch %d: %s", state["epoch"], json.dumps(record))
@@ -351,16 +361,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                        state["epoch"], state["train_time_s"], state["history"])
 
 
-@torch.no_grad()
 def evaluate_loss(model, data: MatrixData, weights, scales, batch_size: int) -> float:
+    """Mean loss over ``data`` (gradients only where force terms need them)."""
     model.eval()
     total, count = 0.0, 0
-    for first in range(0, len(data), batch_size):
-        index = torch.arange(first, min(first + batch_size, len(data)),
-                             device=data.positions_bohr.device)
-        loss, _ = compute_loss(model, data.subset(index), weights, scales)
-        total += float(loss) * len(index)
-        count += len(index)
+    with torch.set_grad_enabled(weights.forces > 0):
+        for first in range(0, len(data), batch_size):
+            index = torch.arange(first, min(first + batch_size, len(data)),
+                                 device=data.positions_bohr.device)
+            loss, _ = compute_loss(model, data.subset(index), weights, scales)
+            total += float(loss.detach()) * len(index)
+            count += len(index)
     return total / count
 
 
@@ -381,8 +392,19 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
     return PhiSNet(ModelConfig.from_dict(values)).to(dtype)
 
 
-def _training_metadata(config: TrainConfig, dataset, state: dict, split) -> dict:
+def min_distance_bohr(positions_bohr: torch.Tensor) -> float:
+    """Shortest interatomic distance over a set of geometries ``(N, A, 3)``, Bohr."""
+    n = positions_bohr.shape[1]
+    if n < 2:
+        return float("inf")
+    i, j = torch.triu_indices(n, n, offset=1)
+    return float((positions_bohr[:, i] - positions_bohr[:, j]).norm(dim=-1).min())
+
+
+def _training_metadata(config: TrainConfig, dataset, state: dict, split,
+                       min_distance: float) -> dict:
     return {"training": {
+        "min_distance_bohr": min_distance,
         "dataset": os.path.abspath(config.dataset),
         "theory": dataset.metadata.theory.to_dict(),
         "split": {"seed": config.split.seed, "n_train": len(split.train),

@@ -1,0 +1,52 @@
+"""Shared fixtures: small reference datasets and small trained models, made once per session."""
+
+import pytest
+
+from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.generate import generate_dataset
+from ase_phisnet.model import load_model, save_model
+from ase_phisnet.reference import Theory
+from ase_phisnet.sampling import SamplerConfig
+from ase_phisnet.training import fit_element_energies, load_matrix_data, train
+from ase_phisnet.training_config import TrainConfig
+
+STO3G_HF = Theory(xc="hf", basis="sto-3g")
+SMALL_MODEL = {"channels": [16, 8, 8], "num_layers": 2, "num_radial": 8, "radial_hidden": 16,
+               "energy_hidden": 16}
+
+
+@pytest.fixture(scope="session")
+def small_potential(tmp_path_factory):
+    """``small_potential(name)`` -> (model path, dataset path) of a small model of ``name``
+    (RHF/STO-3G, 16 normal-mode geometries at 500 K): H, S and core H trained for 60 epochs,
+    element energies fitted to the reference energies. Smooth and cheap, not accurate (its
+    forces were never trained): for derivative, symmetry and contract tests. Cached."""
+    cache = {}
+
+    def make(name: str):
+        key = name
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"potential_{name}")
+            data = folder / "data.h5"
+            sampler = SamplerConfig(kind="normal-modes", temperatures_k=(500.0,), seed=0)
+            generate_dataset(name, 16, STO3G_HF, sampler, data, progress=False)
+            result = train(TrainConfig.from_dict({
+                "dataset": str(data), "output_dir": str(folder / "run"), "seed": 0,
+                "split": {"n_train": 12, "n_validation": 4, "n_test": 0},
+                "model": SMALL_MODEL,
+                "optim": {"dtype": "float64", "batch_size": 4, "learning_rate": 5e-3,
+                          "max_epochs": 60, "ema_decay": 0.9},
+            }), progress=False)
+            model = load_model(result.best_model_path).double()
+            dataset = HamiltonianDataset(data)
+            fit_element_energies(model, load_matrix_data(dataset, range(12), model.config.matrices))
+            path = folder / "potential.pt"
+            with open(result.best_model_path + ".json") as handle:
+                import json
+
+                training = json.load(handle)["training"]
+            save_model(model, path, extra={"training": training})
+            cache[key] = (str(path), str(data))
+        return cache[key]
+
+    return make
