@@ -46,6 +46,11 @@ class TraceGrad(nn.Module):
         self.pair_mlp = _mlp(self.irreps_pair.num_irreps, hidden)
         self.atom_back = o3.Linear(self.irreps_atom, self.irreps_atom)
         self.pair_back = o3.Linear(self.irreps_pair, self.irreps_pair)
+        # Zero-initialized: training starts from the plain model and lets the gradient
+        # features in gradually (their raw scale is arbitrary and first harmed the H heads).
+        with torch.no_grad():
+            self.atom_back.weight.zero_()
+            self.pair_back.weight.zero_()
 
     def forward(self, atom, pair):
         """Returns ``(atom', pair', y_atom (A,), y_pair (P,))``."""

@@ -7,7 +7,11 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
-from ase.calculators.calculator import CalculatorSetupError, PropertyNotImplementedError
+from ase.calculators.calculator import (
+    CalculationFailed,
+    CalculatorSetupError,
+    PropertyNotImplementedError,
+)
 from ase.calculators.fd import calculate_numerical_forces
 from ase.units import Bohr, fs
 from e3nn import o3
@@ -156,7 +160,7 @@ def test_density_matrix_is_a_pyscf_initial_guess(water_calc):
 
 
 def test_calculator_caches_and_follows_check_state(water_calc):
-    atoms = molecule("H2O")
+    atoms = displaced("H2O", 11)  # a geometry no other test has computed
     atoms.calc = water_calc
     calls = []
     original = water_calc.calculate
@@ -216,10 +220,13 @@ def test_bad_settings_and_files_are_setup_errors(small_potential, tmp_path):
 
 def test_geometry_outside_training_data_warns(water_calc):
     atoms = molecule("H2O")
-    atoms.positions[1] = atoms.positions[0] + 0.6 * (atoms.positions[1] - atoms.positions[0])
+    atoms.positions[1] = atoms.positions[0] + 0.8 * (atoms.positions[1] - atoms.positions[0])
     atoms.calc = water_calc
     with pytest.warns(RuntimeWarning, match="below the training data's minimum"):
-        atoms.get_potential_energy()
+        try:
+            atoms.get_potential_energy()
+        except CalculationFailed:  # the small test model may fail there; the warning came first
+            pass
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fresh = molecule("H2O")
