@@ -1,10 +1,23 @@
 """ase_phisnet: PhiSNet Hamiltonians inside ASE.
 
-Nothing heavy happens at import; submodules are imported where they are used.
+Nothing heavy happens at import: ``PhiSNetCalculator`` and ``list_potentials`` are imported on
+first use.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["PhiSNetCalculator", "list_potentials", "__version__"]
+
+
+def __getattr__(name):
+    if name == "PhiSNetCalculator":
+        from ase_phisnet.calculator import PhiSNetCalculator
+
+        return PhiSNetCalculator
+    if name == "list_potentials":
+        from ase_phisnet.potentials import list_potentials
+
+        return list_potentials
+    raise AttributeError(f"module 'ase_phisnet' has no attribute {name!r}")
