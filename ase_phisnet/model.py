@@ -24,6 +24,7 @@ from e3nn import o3
 from e3nn import nn as e3nn_nn
 from torch import nn
 
+from ase_phisnet._dataclasses import from_dict_checked
 from ase_phisnet.basis import BasisLayout
 from ase_phisnet.errors import ModelFileError, UnsupportedElementError
 from ase_phisnet.heads import MatrixHead, build_assembly, build_template
@@ -91,11 +92,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}")
-        return cls(**values)
+        return from_dict_checked(cls, values)
 
 
 def onsite_overlap(basis: str, atomic_number: int):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import chemical_symbols
 
+from ase_phisnet._dataclasses import from_dict_checked
 from ase_phisnet.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
 
 
@@ -75,11 +76,7 @@ class Theory:
 
     @classmethod
     def from_dict(cls, values: dict) -> Theory:
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown Theory fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**values)
+        return from_dict_checked(cls, values)
 
 
 @dataclass

@@ -16,17 +16,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ase_phisnet._dataclasses import from_dict_checked
+
 OPTIMIZERS = ("adamw", "amsgrad")
 DTYPES = ("float32", "float64")
-
-
-def _from_dict(cls, values: dict | None, where: str):
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown keys in '{where}': {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -114,8 +107,8 @@ class TrainConfig:
                 raise ValueError(f"training config needs '{key}'")
         nested = {"split": SplitConfig, "optim": OptimConfig, "loss": LossWeights}
         for key, kind in nested.items():
-            values[key] = _from_dict(kind, values.get(key), key)
-        return _from_dict(cls, values, "top level")
+            values[key] = from_dict_checked(kind, values.get(key), key)
+        return from_dict_checked(cls, values, "top level")
 
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:

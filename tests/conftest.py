@@ -16,6 +16,15 @@ SMALL_MODEL = {"channels": [16, 8, 8], "num_layers": 2, "num_radial": 8, "radial
 
 
 @pytest.fixture(scope="session")
+def water_file(tmp_path_factory):
+    """Ten RHF/STO-3G water records (normal-mode sampling at 500 K, seed 0)."""
+    out = tmp_path_factory.mktemp("water") / "water.h5"
+    sampler = SamplerConfig(kind="normal-modes", temperatures_k=(500.0,), seed=0)
+    generate_dataset("H2O", 10, STO3G_HF, sampler, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_potential(tmp_path_factory):
     """``small_potential(name)`` -> (model path, dataset path) of a small model of ``name``
     (RHF/STO-3G, 16 normal-mode geometries at 500 K): H, S and core H trained for 60 epochs,

@@ -7,17 +7,6 @@ import numpy as np
 import pytest
 
 from ase_phisnet.dataset import DatasetWriter, HamiltonianDataset
-from ase_phisnet.generate import generate_dataset
-from ase_phisnet.reference import Theory
-from ase_phisnet.sampling import SamplerConfig
-
-
-@pytest.fixture(scope="module")
-def water_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "water.h5"
-    sampler = SamplerConfig(kind="normal-modes", temperatures_k=(500.0,), seed=0)
-    generate_dataset("H2O", 10, Theory(xc="hf", basis="sto-3g"), sampler, out, progress=False)
-    return out
 
 
 def test_splits_are_disjoint_complete_and_reproducible(water_file):

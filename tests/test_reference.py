@@ -92,5 +92,5 @@ def test_theory_round_trips_through_a_dict():
     theory = Theory(xc="B3LYP", basis="Def2-TZVP", charge=1)
     assert theory.xc == "b3lyp" and theory.method == "rks"
     assert Theory.from_dict(theory.to_dict()) == theory
-    with pytest.raises(ValueError, match="unknown Theory fields"):
+    with pytest.raises(ValueError, match="unknown keys in 'Theory'"):
         Theory.from_dict({"xc": "pbe", "functional": "pbe"})

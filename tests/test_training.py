@@ -10,22 +10,11 @@ import yaml
 from ase_phisnet.cli import main
 from ase_phisnet.dataset import HamiltonianDataset
 from ase_phisnet.evaluate import evaluate_model
-from ase_phisnet.generate import generate_dataset
 from ase_phisnet.model import load_model
-from ase_phisnet.reference import Theory
-from ase_phisnet.sampling import SamplerConfig
 from ase_phisnet.training import train
 from ase_phisnet.training_config import TrainConfig
 
 TINY_MODEL = {"channels": [8, 4, 4], "num_layers": 1, "num_radial": 6, "radial_hidden": 8}
-
-
-@pytest.fixture(scope="module")
-def water_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "water.h5"
-    sampler = SamplerConfig(kind="normal-modes", temperatures_k=(500.0,), seed=0)
-    generate_dataset("H2O", 8, Theory(xc="hf", basis="sto-3g"), sampler, out, progress=False)
-    return out
 
 
 def tiny_config(water_file, output_dir, **optim):
