@@ -196,6 +196,15 @@ class PhiSNet(nn.Module):
             Always also ``"energy_correction_eh"`` ([B,]): the atomwise term of the energy
             model (:mod:`ase_phisnet.potential`).
         """
+        if self.tracegrad is None or torch.is_grad_enabled():
+            return self._forward(atomic_numbers, positions_bohr, return_invariants)
+        # TraceGrad's features are gradients through the whole network (atom features enter
+        # the pair features too), so they need the graph even in inference; detach after.
+        with torch.enable_grad():
+            outputs = self._forward(atomic_numbers, positions_bohr, return_invariants)
+        return {k: v.detach() for k, v in outputs.items()}
+
+    def _forward(self, atomic_numbers, positions_bohr, return_invariants):
         single = positions_bohr.dim() == 2
         positions = positions_bohr.unsqueeze(0) if single else positions_bohr  # (B, A, 3)
         species = self.species(atomic_numbers)

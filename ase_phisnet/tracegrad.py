@@ -53,9 +53,14 @@ class TraceGrad(nn.Module):
             self.pair_back.weight.zero_()
 
     def forward(self, atom, pair):
-        """Returns ``(atom', pair', y_atom (A,), y_pair (P,))``."""
+        """Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
+
+        ``g`` is the total derivative: pair features depend on atom features, so the atom
+        gradient includes the path through the pair invariants. ``PhiSNet`` runs this branch
+        with the graph enabled even in inference so that training and inference agree.
+        """
         with torch.enable_grad():
-            if not atom.requires_grad:
+            if not atom.requires_grad:  # only a standalone call without parameters upstream
                 atom = atom.detach().requires_grad_()
             if not pair.requires_grad:
                 pair = pair.detach().requires_grad_()

@@ -138,3 +138,15 @@ def test_a_batch_of_geometries_equals_one_by_one():
         single = model(z, torch.tensor(positions[b] / Bohr), return_invariants=True)
         for key, value in single.items():
             torch.testing.assert_close(batch[key][b], value, rtol=1e-12, atol=1e-12)
+
+
+def test_tracegrad_inference_without_autograd_equals_training_mode():
+    """TraceGrad needs gradients inside the forward pass; under no_grad it must agree."""
+    model = make_model(("H", "O"), tracegrad=True)
+    atoms = molecule("H2O")
+    with_graph = predict(model, atoms)
+    with torch.no_grad():
+        without = predict(model, atoms)
+    for key, value in with_graph.items():
+        assert not without[key].requires_grad
+        torch.testing.assert_close(without[key], value.detach(), rtol=0, atol=1e-13)
