@@ -106,7 +106,7 @@ class DepthwiseTensorProduct(nn.Module):
             for target in self._output_irs])
         # Position of every output component in the blocks' results flattened one after the
         # other, each block (U, K) channel-major: one index_select reorders all paths at once.
-        flat_position, block_offset, path_columns = {}, 0, {ir: [] for ir in self._output_irs}
+        block_offset, path_columns = 0, {ir: [] for ir in self._output_irs}
         for (mul, _), (first, last, _) in zip(self.irreps_in, self._path_slices):
             k_total = sum(ir.dim for _, ir in self._path_irreps[first:last])
             k_start = 0
