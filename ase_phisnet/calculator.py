@@ -131,7 +131,7 @@ class PhiSNetCalculator(Calculator):
         density = solution.density_matrix.detach()
         overlap = prediction.matrices["overlap"].detach()
         slices = self.model.layout.ao_slices(self.atoms.numbers.tolist())
-        energy_ev = float(prediction.energy_eh) * EV_PER_EH
+        energy_ev = float(prediction.energy_eh.detach()) * EV_PER_EH
         eigenvalues = solution.orbital_energies_eh.double().cpu().numpy()
         occupations = np.zeros_like(eigenvalues)
         occupations[:n_occupied] = 2.0
