@@ -66,6 +66,16 @@ def cholesky_of_overlap(overlap: torch.Tensor, min_eigenvalue: float = 1e-6) -> 
     return torch.linalg.cholesky(overlap)
 
 
+def orthogonalized(hamiltonian: torch.Tensor, cholesky: torch.Tensor) -> torch.Tensor:
+    """``H' = L^{-1} H L^{-T}`` (symmetrized) for ``S = L L^T``.
+
+    ``H'`` has the eigenvalues of ``H C = S C eps``; its eigenvectors are ``C' = L^T C``.
+    """
+    half = torch.linalg.solve_triangular(cholesky, hamiltonian, upper=False)
+    orthogonal = torch.linalg.solve_triangular(cholesky, half.transpose(-1, -2), upper=False)
+    return 0.5 * (orthogonal + orthogonal.transpose(-1, -2))
+
+
 def _newton_sign(shifted: torch.Tensor, spectrum: torch.Tensor, max_iterations: int = 60):
     """``sign(A)`` of symmetric ``A`` with detached eigenvalues ``spectrum`` (scaled Newton)."""
     x, values = shifted, spectrum.abs()
@@ -111,9 +121,7 @@ def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occup
     if not 0 < n_occupied < nao:
         raise ValueError(f"need 0 < n_occupied < nao, got {n_occupied} of {nao}")
     cholesky = cholesky_of_overlap(overlap, min_overlap_eigenvalue)
-    half = torch.linalg.solve_triangular(cholesky, hamiltonian, upper=False)
-    orthogonal = torch.linalg.solve_triangular(cholesky, half.transpose(-1, -2), upper=False)
-    orthogonal = 0.5 * (orthogonal + orthogonal.transpose(-1, -2))  # H' = L^-1 H L^-T
+    orthogonal = orthogonalized(hamiltonian, cholesky)
     with torch.no_grad():
         eps, vectors = torch.linalg.eigh(orthogonal)
         gap = eps[..., n_occupied] - eps[..., n_occupied - 1]

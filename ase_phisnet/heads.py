@@ -217,7 +217,6 @@ class Assembly:
     built once per molecule and reused along an MD trajectory.
     """
 
-    nao: int
     grid_order: torch.Tensor
     ao_index: torch.Tensor
 
@@ -235,7 +234,6 @@ def build_assembly(atomic_numbers, pair_src, pair_dst, template: Template, devic
     ao_index = np.concatenate([i * t + np.asarray(template.ao_to_template[z])
                                for i, z in enumerate(atomic_numbers)])
     return Assembly(
-        nao=len(ao_index),
         grid_order=torch.as_tensor(grid_order, device=device),
         ao_index=torch.as_tensor(ao_index, dtype=torch.long, device=device),
     )

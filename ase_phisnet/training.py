@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.electronic import orthogonalized
 from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
 from ase_phisnet.potential import energy_from_outputs
@@ -104,11 +105,8 @@ def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
 
 def occupied_orbital_energies(hamiltonian, overlap, n_occupied: int) -> torch.Tensor:
     """Lowest ``n_occupied`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable."""
-    cholesky = torch.linalg.cholesky(overlap)
-    half = torch.linalg.solve_triangular(cholesky, hamiltonian, upper=False)
-    orthogonal = torch.linalg.solve_triangular(cholesky, half.transpose(-1, -2), upper=False)
-    return torch.linalg.eigvalsh(0.5 * (orthogonal + orthogonal.transpose(-1, -2)))[
-        ..., :n_occupied]
+    orthogonal = orthogonalized(hamiltonian, torch.linalg.cholesky(overlap))
+    return torch.linalg.eigvalsh(orthogonal)[..., :n_occupied]
 
 
 def _scaled_error(prediction, reference, sigma):
