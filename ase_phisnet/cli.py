@@ -4,6 +4,8 @@
         --out water.h5 [--workers 2]
     ase-phisnet train configs/water_example.yaml
     ase-phisnet evaluate runs/water/best_model.pt water.h5 [--json metrics.json]
+    ase-phisnet potentials
+    ase-phisnet md --molecule H2O --model water-pbe-def2svp --ensemble nve --steps 2000
 """
 
 from __future__ import annotations
@@ -164,6 +166,86 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _add_potentials(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "potentials", help="list the shipped potentials and their test metrics",
+        description="List the potentials shipped with the package (usable by name as "
+        "PhiSNetCalculator(model=NAME) and 'ase-phisnet md --model NAME').")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=_run_potentials)
+
+
+def _run_potentials(args) -> int:
+    import json
+
+    from ase_phisnet.potentials import describe_potential, list_potentials
+
+    found = list_potentials()
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print("no shipped potentials")
+    else:
+        print("\n\n".join(describe_potential(entry) for entry in found))
+    return 0
+
+
+def _add_md(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "md", help="molecular dynamics (NVE or NVT) with a potential",
+        description="Run ASE molecular dynamics with a PhiSNet potential: velocity Verlet "
+        "(NVE) or Langevin (NVT) from Maxwell-Boltzmann velocities at --temperature. Writes an "
+        "ASE trajectory, a log (energies, temperature, HOMO-LUMO gap per step) and a plot, and "
+        "prints a summary with the energy drift.")
+    parser.add_argument("--molecule", default="H2O", help="ASE name or structure file "
+                        "(default: H2O)")
+    parser.add_argument("--model", default="water-pbe-def2svp",
+                        help="shipped potential name or model file (default: water-pbe-def2svp)")
+    parser.add_argument("--ensemble", choices=["nve", "nvt"], default="nve")
+    parser.add_argument("--temperature", type=float, default=300.0,
+                        help="initial (and NVT thermostat) temperature in K (default: 300)")
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs (default: 0.5)")
+    parser.add_argument("--steps", type=int, default=2000, help="MD steps (default: 2000)")
+    parser.add_argument("--friction", type=float, default=0.01,
+                        help="Langevin friction in 1/fs (NVT; default: 0.01)")
+    parser.add_argument("--log-interval", type=int, default=1, help="steps per log row/frame")
+    parser.add_argument("--charge", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="velocities and thermostat noise")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--out", default="md",
+                        help="output prefix: PREFIX.traj, PREFIX.log, PREFIX.png, "
+                        "PREFIX.json (default: md)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_md)
+
+
+def _run_md(args) -> int:
+    import json
+
+    from ase_phisnet.calculator import PhiSNetCalculator
+    from ase_phisnet.md import MDSettings, plot_log, run_md
+    from ase_phisnet.sampling import resolve_molecule
+
+    settings = MDSettings(ensemble=args.ensemble, temperature_k=args.temperature,
+                          timestep_fs=args.timestep, steps=args.steps,
+                          friction_per_fs=args.friction, log_interval=args.log_interval,
+                          seed=args.seed)
+    atoms = resolve_molecule(args.molecule)
+    atoms.calc = PhiSNetCalculator(model=args.model, device=args.device, dtype=args.dtype,
+                                   charge=args.charge)
+    summary, log = run_md(atoms, settings, trajectory_path=f"{args.out}.traj",
+                          log_path=f"{args.out}.log", progress=not args.no_progress)
+    plot_log(log, f"{args.out}.png", title=f"{atoms.get_chemical_formula()} "
+             f"{args.ensemble.upper()}, {args.model}")
+    with open(f"{args.out}.json", "w") as handle:
+        json.dump({"molecule": args.molecule, "model": args.model, **summary.to_dict()}, handle,
+                  indent=2)
+    print(summary.text())
+    print(f"wrote {args.out}.traj, {args.out}.log, {args.out}.png, {args.out}.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-phisnet", description="Learned Hamiltonians (PhiSNet) for ASE."
@@ -173,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_potentials(subparsers)
+    _add_md(subparsers)
     return parser
 
 

@@ -9,6 +9,12 @@ Metrics (test split unless told otherwise):
   ``|<c_pred, c_ref>| / (|c_pred| |c_ref|)`` of the AO coefficient vectors, in percent (the sign
   of an eigenvector is arbitrary, hence the absolute value; for degenerate orbitals the
   subspace is what is defined, so the metric under-reports there, as in the literature).
+
+For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.potential`):
+
+* ``energy_mae_mev`` / ``energy_mae_kcal_mol``: total-energy MAE;
+* ``force_mae_mev_per_ang`` / ``force_mae_kcal_mol_per_ang``: MAE of all force components;
+* ``force_max_error_mev_per_ang``: the largest error of one atom's force vector, ``max |F - F_ref|``.
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import torch
+from ase.units import Bohr, Hartree, kcal, mol
 
 from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.model import PhiSNet
 
 MICRO = 1e6
+MEV_PER_EH = 1000 * Hartree
+KCAL_MOL_PER_EH = Hartree / (kcal / mol)
+ENERGY_PATH = {"hamiltonian", "overlap", "core_hamiltonian"}
 
 
 @dataclass
@@ -36,6 +47,12 @@ class Metrics:
     occupied_cosine_similarity_pct: float
     seconds_per_geometry: float
     n_indefinite_overlap: int = 0  # predicted S not positive definite: reference S used there
+    n_energy_failed: int = 0  # no energy from the predicted matrices (e.g. S indefinite)
+    energy_mae_mev: float | None = None
+    energy_mae_kcal_mol: float | None = None
+    force_mae_mev_per_ang: float | None = None
+    force_mae_kcal_mol_per_ang: float | None = None
+    force_max_error_mev_per_ang: float | None = None
 
     def table(self) -> str:
         rows = [
@@ -48,6 +65,17 @@ class Metrics:
             ("occupied orbital |cos|", f"{self.occupied_cosine_similarity_pct:.3f} %"),
             ("model time", f"{1000 * self.seconds_per_geometry:.2f} ms/geometry"),
         ]
+        if self.energy_mae_mev is not None:
+            rows += [
+                ("energy MAE", f"{self.energy_mae_mev:.3f} meV "
+                 f"({self.energy_mae_kcal_mol:.4f} kcal/mol)"),
+                ("force MAE", f"{self.force_mae_mev_per_ang:.2f} meV/Å "
+                 f"({self.force_mae_kcal_mol_per_ang:.4f} kcal/mol/Å)"),
+                ("largest force error", f"{self.force_max_error_mev_per_ang:.1f} meV/Å"),
+            ]
+        if self.n_energy_failed:
+            rows.append(("no energy", f"{self.n_energy_failed} geometries (predicted S "
+                         "indefinite or no HOMO-LUMO gap): left out of the energy metrics"))
         if self.n_indefinite_overlap:
             rows.append(("indefinite predicted S", f"{self.n_indefinite_overlap} (reference S "
                          "used for their orbitals)"))
@@ -64,16 +92,52 @@ def occupied_orbitals(hamiltonian: np.ndarray, overlap: np.ndarray, n_occupied: 
     return eps[:n_occupied], coefficients[:, :n_occupied]
 
 
-@torch.no_grad()
+def energy_force_errors(model: PhiSNet, records) -> tuple[np.ndarray, np.ndarray]:
+    """``(energy errors (B,) in Eh, force errors (B, A, 3) in Eh/Bohr)`` of records of one
+    molecule, prediction minus reference, energies from the predicted H, S and core H."""
+    from ase_phisnet.potential import energy_and_forces
+
+    dtype = next(model.parameters()).dtype
+    z = torch.as_tensor(records[0].atomic_numbers)
+    xyz = torch.as_tensor(np.stack([r.positions_bohr for r in records]), dtype=dtype)
+    prediction, forces = energy_and_forces(model, z, xyz)
+    energy = prediction.energy_eh.detach().double().cpu().numpy()
+    energy_errors = energy - np.array([r.energy_eh for r in records])
+    force_errors = (forces.detach().double().cpu().numpy()
+                    - np.stack([r.forces_eh_per_bohr for r in records]))
+    return energy_errors, force_errors
+
+
+def _energy_force_metrics(energy_errors, force_errors) -> dict:
+    energy = np.abs(np.concatenate(energy_errors))
+    forces = np.concatenate(force_errors)  # (n, A, 3), Eh/Bohr
+    to_mev_per_ang = MEV_PER_EH / Bohr
+    return {
+        "energy_mae_mev": MEV_PER_EH * float(energy.mean()),
+        "energy_mae_kcal_mol": KCAL_MOL_PER_EH * float(energy.mean()),
+        "force_mae_mev_per_ang": to_mev_per_ang * float(np.abs(forces).mean()),
+        "force_mae_kcal_mol_per_ang": KCAL_MOL_PER_EH / Bohr * float(np.abs(forces).mean()),
+        "force_max_error_mev_per_ang": to_mev_per_ang
+        * float(np.linalg.norm(forces, axis=-1).max()),
+    }
+
+
 def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
-                   batch_size: int = 16) -> Metrics:
-    """Metrics of ``model`` over the records at ``positions`` of ``dataset``."""
+                   batch_size: int = 16, energies: bool | None = None) -> Metrics:
+    """Metrics of ``model`` over the records at ``positions`` of ``dataset``.
+
+    ``energies``: also energy and force errors (default: when the model predicts H, S and
+    core H, the matrices of the energy model).
+    """
     import time
 
     model.eval()
+    if energies is None:
+        energies = ENERGY_PATH <= set(model.config.matrices)
     dtype = next(model.parameters()).dtype
     errors = {name: [] for name in model.config.matrices}
     energy_errors, cosines, n_indefinite = [], [], 0
+    total_energy_errors, force_errors, n_energy_failed = [], [], 0
     elapsed = 0.0
     positions = list(positions)
     for first in range(0, len(positions), batch_size):
@@ -81,8 +145,21 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
         z = torch.as_tensor(records[0].atomic_numbers)
         xyz = torch.as_tensor(np.stack([r.positions_bohr for r in records]), dtype=dtype)
         start = time.perf_counter()
-        predicted = {k: v.double().cpu().numpy() for k, v in model(z, xyz).items()}
+        with torch.no_grad():
+            predicted = {k: v.double().cpu().numpy() for k, v in model(z, xyz).items()}
         elapsed += time.perf_counter() - start
+        if energies:
+            try:
+                batch_errors = [energy_force_errors(model, records)]
+            except PhiSNetError:  # e.g. an indefinite predicted S: find which, skip those
+                batch_errors = []
+                for record in records:
+                    try:
+                        batch_errors.append(energy_force_errors(model, [record]))
+                    except PhiSNetError:
+                        n_energy_failed += 1
+            total_energy_errors += [energy for energy, _ in batch_errors]
+            force_errors += [forces for _, forces in batch_errors]
         for b, record in enumerate(records):
             reference = {"hamiltonian": record.hamiltonian_eh, "overlap": record.overlap,
                          "core_hamiltonian": record.core_hamiltonian_eh}
@@ -99,6 +176,8 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
             dots = np.abs(np.sum(c_pred * c_ref, axis=0))
             cosines.append(dots / (np.linalg.norm(c_pred, axis=0) * np.linalg.norm(c_ref, axis=0)))
     mean = {name: float(np.mean(np.concatenate(values))) for name, values in errors.items()}
+    extra = (_energy_force_metrics(total_energy_errors, force_errors)
+             if total_energy_errors else {})
     return Metrics(
         n_geometries=len(positions),
         hamiltonian_mae_ueh=MICRO * mean["hamiltonian"],
@@ -109,6 +188,8 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
         occupied_cosine_similarity_pct=100 * float(np.mean(np.concatenate(cosines))),
         seconds_per_geometry=elapsed / max(len(positions), 1),
         n_indefinite_overlap=n_indefinite,
+        n_energy_failed=n_energy_failed,
+        **extra,
     )
 
 

@@ -19,16 +19,48 @@ def _shipped():
 
 
 def list_potentials() -> list[dict]:
-    """Every shipped potential: ``{"name", "basis", "elements", "metrics"}``, sorted by name."""
+    """Every shipped potential, sorted by name.
+
+    Each entry: ``name``, ``xc``, ``basis``, ``elements``, ``metrics`` (the model card's
+    test-split metrics, :class:`ase_phisnet.evaluate.Metrics` fields) and ``card`` (the model
+    card's text).
+    """
     found = []
     for entry in _shipped().iterdir():
         if entry.name.endswith(".pt.json"):
+            name = entry.name[: -len(".pt.json")]
             meta = json.loads(entry.read_text())
-            found.append({"name": entry.name[: -len(".pt.json")],
+            card = _shipped() / f"{name}.md"
+            found.append({"name": name,
+                          "xc": meta.get("training", {}).get("theory", {}).get("xc"),
                           "basis": meta["config"]["basis"],
                           "elements": meta["config"]["elements"],
-                          "metrics": meta.get("metrics", {})})
+                          "metrics": meta.get("metrics", {}),
+                          "card": card.read_text() if card.is_file() else ""})
     return sorted(found, key=lambda item: item["name"])
+
+
+METRIC_LINES = (
+    ("hamiltonian_mae_ueh", "H MAE", "{:.1f} µEh"),
+    ("occupied_energy_mae_ueh", "occupied ε MAE", "{:.1f} µEh"),
+    ("occupied_cosine_similarity_pct", "orbital |cos|", "{:.3f} %"),
+    ("energy_mae_mev", "energy MAE", "{:.2f} meV"),
+    ("force_mae_mev_per_ang", "force MAE", "{:.1f} meV/Å"),
+    ("force_max_error_mev_per_ang", "largest force error", "{:.0f} meV/Å"),
+)
+
+
+def describe_potential(entry: dict) -> str:
+    """A few lines on one :func:`list_potentials` entry: theory, elements, test metrics."""
+    lines = [f"{entry['name']}: {(entry['xc'] or '?').upper()}/{entry['basis']}, elements "
+             f"{', '.join(entry['elements'])}"]
+    metrics = entry["metrics"]
+    if metrics.get("n_geometries"):
+        lines.append(f"  test split: {metrics['n_geometries']} geometries")
+    for key, label, form in METRIC_LINES:
+        if metrics.get(key) is not None:
+            lines.append(f"  {label:<20} {form.format(metrics[key])}")
+    return "\n".join(lines)
 
 
 def potential_path(name: str) -> str:
@@ -39,3 +71,108 @@ def potential_path(name: str) -> str:
         raise ModelFileError(f"no model file or shipped potential named {name!r}; shipped: "
                              f"{names or 'none yet'}")
     return str(weights)
+
+
+def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs: list[str],
+                   generate_command: str, hardware: str, notes: str = "",
+                   out_dir: str = "potentials") -> dict:
+    """Evaluate a trained model on its test split and write ``NAME.pt``, ``NAME.pt.json`` (with
+    the metrics) and the model card ``NAME.md`` into ``out_dir``; returns the metrics.
+
+    ``stage_configs``: the YAML training configs in the order they ran (each stage's
+    ``best_model.pt.json`` beside its ``output_dir`` gives its epochs and training time).
+    """
+    import os
+
+    import torch
+    import yaml
+
+    from ase_phisnet.dataset import HamiltonianDataset
+    from ase_phisnet.evaluate import evaluate_model, trained_test_split
+    from ase_phisnet.model import load_model, save_model
+
+    model = load_model(model_path).to(torch.float64)
+    with open(model_path + ".json") as handle:
+        training = json.load(handle)["training"]
+    dataset = HamiltonianDataset(dataset_path)
+    metrics = evaluate_model(model, dataset, trained_test_split({"training": training}, dataset))
+    training = {**training, "dataset": os.path.basename(dataset_path)}
+    stages = []
+    for path in stage_configs:
+        with open(path) as handle:
+            config = yaml.safe_load(handle)
+        with open(os.path.join(config["output_dir"], "best_model.pt.json")) as handle:
+            record = json.load(handle)["training"]
+        stages.append({"config_file": path, "config_text": open(path).read(),
+                       "epochs": record["epoch"], "train_time_s": record["train_time_s"]})
+    os.makedirs(out_dir, exist_ok=True)
+    weights = os.path.join(out_dir, f"{name}.pt")
+    save_model(model.float(), weights, extra={
+        "training": training, "metrics": metrics.__dict__,
+        "stages": [{k: v for k, v in stage.items() if k != "config_text"} for stage in stages]})
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as handle:
+        handle.write(model_card(name, model, dataset, training, metrics, stages,
+                                generate_command, hardware, notes))
+    return metrics.__dict__
+
+
+def model_card(name, model, dataset, training, metrics, stages, generate_command, hardware,
+               notes) -> str:
+    """The model card's Markdown text."""
+    theory, sampler = dataset.metadata.theory, dataset.metadata.sampler
+    split = training["split"]
+    total_time = sum(stage["train_time_s"] for stage in stages)
+    lines = [
+        f"# {name}",
+        "",
+        f"PhiSNet potential for {dataset.metadata.molecule}: predicts the "
+        f"{theory.xc.upper()}/{theory.basis} Kohn–Sham Hamiltonian, overlap and core Hamiltonian;"
+        " energy and forces follow from them (README, 'The energy model').",
+        "",
+        "## Model",
+        f"- theory: PySCF RKS {theory.xc.upper()}, basis {theory.basis}, grid level "
+        f"{theory.grid_level}, charge {theory.charge}",
+        f"- elements: {', '.join(model.config.elements)}",
+        f"- architecture: {model.config.num_layers} layers, channels "
+        f"{'/'.join(map(str, model.config.channels))}, cutoff {model.config.cutoff_bohr} Bohr, "
+        f"TraceGrad {'on' if model.config.tracegrad else 'off'}; "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters (float32 weights)",
+        "",
+        "## Data",
+        f"- {dataset.metadata.n_planned} geometries, sampler {sampler['kind']} with "
+        f"{sampler.get('calculator', '?')} at {', '.join(f'{t:g}' for t in sampler['temperatures_k'])}"
+        f" K (seed {sampler['seed']}), PySCF {dataset.metadata.pyscf_version}",
+        f"- made by: `{generate_command}`",
+        f"- split (seed {split['seed']}): {split['n_train']} train, {split['n_validation']} "
+        f"validation, {split['n_test']} test",
+        "",
+        "## Training",
+        f"- hardware: {hardware}; total training time {total_time / 60:.0f} min",
+    ]
+    for number, stage in enumerate(stages, 1):
+        lines += [f"- stage {number}: `ase-phisnet train {stage['config_file']}` "
+                  f"({stage['epochs']} epochs, {stage['train_time_s'] / 60:.0f} min)", "",
+                  "```yaml", stage["config_text"].rstrip(), "```", ""]
+    lines += [
+        "## Test-split metrics",
+        f"Reproduce: `ase-phisnet evaluate potentials/{name}.pt data/{training['dataset']}` "
+        "(float64; the split is recorded in the model file).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| H MAE | {metrics.hamiltonian_mae_ueh:.1f} µEh |",
+        f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |",
+        f"| S MAE | {metrics.overlap_mae:.2e} |",
+        f"| occupied orbital-energy MAE | {metrics.occupied_energy_mae_ueh:.1f} µEh |",
+        f"| occupied orbital cosine similarity | {metrics.occupied_cosine_similarity_pct:.3f} % |",
+        f"| energy MAE | {metrics.energy_mae_mev:.2f} meV ({metrics.energy_mae_kcal_mol:.3f} "
+        "kcal/mol) |",
+        f"| force MAE | {metrics.force_mae_mev_per_ang:.1f} meV/Å "
+        f"({metrics.force_mae_kcal_mol_per_ang:.3f} kcal/mol/Å) |",
+        f"| largest force error (one atom, vector norm) | "
+        f"{metrics.force_max_error_mev_per_ang:.0f} meV/Å |",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", notes.strip(), ""]
+    return "\n".join(lines)

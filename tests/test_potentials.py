@@ -1,0 +1,87 @@
+"""Shipped potentials: listed with their metrics, loadable by name from an installed wheel,
+and as accurate on a fresh geometry as their model cards say (against PySCF in the test)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import molecule
+from ase.units import Bohr, Hartree
+
+from ase_phisnet import PhiSNetCalculator, list_potentials
+from ase_phisnet.cli import main
+from ase_phisnet.errors import ModelFileError
+from ase_phisnet.potentials import potential_path
+from ase_phisnet.reference import Theory, compute_reference
+
+SHIPPED = list_potentials()
+MOLECULES = {"water-pbe-def2svp": "H2O", "ethanol-pbe-def2svp": "CH3CH2OH"}
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_water_potential_is_shipped_with_a_card_and_metrics():
+    names = [entry["name"] for entry in SHIPPED]
+    assert "water-pbe-def2svp" in names
+    for entry in SHIPPED:
+        assert entry["xc"] == "pbe" and entry["basis"] == "def2-svp"
+        for key in ("hamiltonian_mae_ueh", "energy_mae_mev", "force_mae_mev_per_ang",
+                    "occupied_energy_mae_ueh", "occupied_cosine_similarity_pct"):
+            assert entry["metrics"][key] > 0
+        assert "## Test-split metrics" in entry["card"] and "ase-phisnet train" in entry["card"]
+
+
+def test_potentials_command_lists_them(capsys):
+    assert main(["potentials"]) == 0
+    out = capsys.readouterr().out
+    assert "water-pbe-def2svp: PBE/def2-svp" in out and "force MAE" in out
+    assert main(["potentials", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == SHIPPED[0]["name"]
+
+
+def test_unknown_name_lists_what_is_shipped():
+    with pytest.raises(ModelFileError, match="water-pbe-def2svp"):
+        potential_path("no-such-potential")
+
+
+@pytest.mark.parametrize("entry", SHIPPED, ids=[e["name"] for e in SHIPPED])
+def test_fresh_geometry_against_pyscf_within_the_cards_errors(entry):
+    """A seeded thermal-size distortion of the equilibrium geometry, PySCF PBE/def2-SVP on it,
+    and the potential's H and forces: errors within 3x the card's test-split MAE (one
+    geometry fluctuates about the mean)."""
+    atoms = molecule(MOLECULES[entry["name"]])
+    atoms.positions += np.random.default_rng(7).normal(scale=0.05, size=atoms.positions.shape)
+    reference = compute_reference(atoms.numbers, atoms.positions / Bohr,
+                                  Theory(xc="pbe", basis="def2-svp"))
+    atoms.calc = PhiSNetCalculator(model=entry["name"])
+    forces = atoms.get_forces()
+    hamiltonian_eh = atoms.calc.results["hamiltonian"] / Hartree
+    h_mae_ueh = 1e6 * np.abs(hamiltonian_eh - reference.hamiltonian_eh).mean()
+    force_mae = 1000 * np.abs(forces - reference.forces_eh_per_bohr * Hartree / Bohr).mean()
+    metrics = entry["metrics"]
+    print(f"{entry['name']}: H MAE {h_mae_ueh:.1f} µEh (card {metrics['hamiltonian_mae_ueh']:.1f}),"
+          f" force MAE {force_mae:.1f} meV/Å (card {metrics['force_mae_mev_per_ang']:.1f})")
+    assert h_mae_ueh < 3 * metrics["hamiltonian_mae_ueh"]
+    assert force_mae < 3 * metrics["force_mae_mev_per_ang"]
+
+
+def test_loads_by_name_from_an_installed_wheel(tmp_path):
+    """Build a wheel, install it (non-editable) into a folder and load a potential by name from
+    there in a fresh interpreter: the model files travel as package data."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels), REPOSITORY], check=True)
+    wheel = next(wheels.glob("ase_phisnet-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(site), str(wheel)], check=True)
+    script = ("import ase_phisnet, json; from ase.build import molecule; "
+              "a = molecule('H2O'); a.calc = ase_phisnet.PhiSNetCalculator('water-pbe-def2svp');"
+              "print(json.dumps([ase_phisnet.__file__, a.get_potential_energy()]))")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    module_file, energy = json.loads(run.stdout.strip().splitlines()[-1])
+    assert module_file.startswith(str(site))
+    assert np.isfinite(energy)
