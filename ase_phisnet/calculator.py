@@ -79,6 +79,7 @@ class PhiSNetCalculator(Calculator):
         if basis is not None and basis.lower() != self.model.config.basis:
             raise PhiSNetSetupError(f"basis mismatch: the model predicts {self.model.config.basis}"
                                     f" matrices, {basis!r} was asked for")
+        self.metadata = metadata  # the model file's JSON: config, training record, metrics
         self.min_training_distance_bohr = metadata.get("training", {}).get("min_distance_bohr")
         self._density_matrix = None
 
@@ -146,6 +147,7 @@ class PhiSNetCalculator(Calculator):
             "overlap": overlap.double().cpu().numpy(),
             "eigenvalues": eigenvalues * EV_PER_EH,
             "occupations": occupations,
+            "orbital_coefficients": solution.orbitals.double().cpu().numpy(),
         }
         if "dipole" in properties:
             self.results["dipole"] = self._dipole_e_ang(positions_bohr)
@@ -198,6 +200,11 @@ class PhiSNetCalculator(Calculator):
         """Middle of the HOMO–LUMO gap in eV."""
         return float(np.mean(self.get_homo_lumo()))
 
+    def get_orbital_coefficients(self, atoms=None):
+        """MO coefficients ``C`` (nao, nao), columns ordered like the eigenvalues, PySCF AO
+        order, normalized against the predicted overlap (``C^T S C = 1``)."""
+        return self.get_property("orbital_coefficients", atoms).copy()
+
     def get_density_matrix(self, atoms=None):
         """AO density matrix ``P`` (a.u., PySCF AO order): usable as PySCF's ``dm0``."""
         self.get_property("energy", atoms)
@@ -213,7 +220,8 @@ class PhiSNetCalculator(Calculator):
         return matrix.detach().double().cpu().numpy() * EV_PER_ANG2_PER_EH_PER_BOHR2
 
     def get_property(self, name, atoms=None, allow_calculation=True):
-        if name in ("hamiltonian", "overlap", "eigenvalues", "occupations"):
+        if name in ("hamiltonian", "overlap", "eigenvalues", "occupations",
+                    "orbital_coefficients"):
             if atoms is None:
                 atoms = self.atoms
             if atoms is None:

@@ -6,6 +6,7 @@
     ase-phisnet evaluate runs/water/best_model.pt water.h5 [--json metrics.json]
     ase-phisnet potentials
     ase-phisnet md --molecule H2O --model water-pbe-def2svp --ensemble nve --steps 2000
+    ase-phisnet cube --molecule H2O --orbital homo lumo --out water
 """
 
 from __future__ import annotations
@@ -246,6 +247,44 @@ def _run_md(args) -> int:
     return 0
 
 
+def _add_cube(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cube", help="cube files of the predicted density and orbitals",
+        description="Write Gaussian cube files (Bohr) of the predicted electron density and of "
+        "chosen orbitals of a molecule, from a PhiSNet potential's density matrix and orbitals "
+        "(PySCF's cubegen on the model's AO basis).")
+    parser.add_argument("--molecule", default="H2O", help="ASE name or structure file")
+    parser.add_argument("--model", default="water-pbe-def2svp",
+                        help="shipped potential name or model file")
+    parser.add_argument("--orbital", nargs="*", default=["homo", "lumo"],
+                        help="orbitals: homo, lumo, homo-K, lumo+K or a 0-based index "
+                        "(default: homo lumo)")
+    parser.add_argument("--no-density", action="store_true", help="skip the density cube")
+    parser.add_argument("--points", type=int, default=80, help="grid points per axis")
+    parser.add_argument("--charge", type=int, default=0)
+    parser.add_argument("--out", default="phisnet", help="prefix: PREFIX_density.cube, "
+                        "PREFIX_<orbital>.cube (default: phisnet)")
+    parser.set_defaults(run=_run_cube)
+
+
+def _run_cube(args) -> int:
+    from ase_phisnet.calculator import PhiSNetCalculator
+    from ase_phisnet.sampling import resolve_molecule
+    from ase_phisnet.wavefunction import write_density_cube, write_orbital_cube
+
+    atoms = resolve_molecule(args.molecule)
+    calc = PhiSNetCalculator(model=args.model, charge=args.charge)
+    written = []
+    if not args.no_density:
+        written.append(f"{args.out}_density.cube")
+        write_density_cube(atoms, calc, written[-1], points_per_axis=args.points)
+    for orbital in args.orbital:
+        written.append(f"{args.out}_{orbital}.cube")
+        write_orbital_cube(atoms, calc, written[-1], orbital, points_per_axis=args.points)
+    print("wrote " + ", ".join(written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-phisnet", description="Learned Hamiltonians (PhiSNet) for ASE."
@@ -257,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_potentials(subparsers)
     _add_md(subparsers)
+    _add_cube(subparsers)
     return parser
 
 
