@@ -1,0 +1,278 @@
+"""Harmonic vibrations three ways: ASE finite differences and the analytic Hessian of the PhiSNet
+potential, next to PySCF's analytic PBE/def2-SVP frequencies; ideal-gas Gibbs free energies.
+
+Each method is first optimized with ``ase.optimize.BFGS`` to ``--fmax`` and its frequencies are
+taken at its own minimum:
+
+- ``ase.vibrations.Vibrations``: central finite differences of PhiSNet forces (``--delta-ang``);
+- ``calc.get_hessian(atoms)``: PhiSNet's analytic Hessian (double backward), through
+  ``ase.vibrations.VibrationsData.from_2d``;
+- PySCF: RKS PBE/def2-SVP analytic Hessian (``mf.Hessian()``) and
+  ``pyscf.hessian.thermo.harmonic_analysis``, at the geometry optimized with
+  ``ase_phisnet.pyscf_calculator.PySCFCalculator``.
+
+Finite differences and the analytic Hessian come from the same potential and must agree to a
+few cm^-1; PhiSNet against PySCF measures the potential's accuracy. Imaginary frequencies are
+written as negative numbers. Gibbs free energies from ``ase.thermochemistry.IdealGasThermo``
+(rigid rotor, harmonic oscillator, spin 0) at ``--temperature-k`` and ``--pressure-pa``. Saves
+
+    frequencies.png   frequencies of the three methods per mode, and their differences
+    results.json      settings, frequencies (cm^-1), mean absolute differences, free energies
+
+Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes several):
+
+    python md_examples/vibrations_ase.py
+    python md_examples/vibrations_ase.py --molecule CH3CH2OH
+    python md_examples/vibrations_ase.py --no-pyscf          # PhiSNet only, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from ase import units  # noqa: E402
+from ase.build import molecule  # noqa: E402
+from ase.calculators.calculator import CalculatorSetupError  # noqa: E402
+from ase.io import read  # noqa: E402
+from ase.optimize import BFGS  # noqa: E402
+from ase.thermochemistry import IdealGasThermo  # noqa: E402
+from ase.vibrations import Vibrations, VibrationsData  # noqa: E402
+
+from ase_phisnet import PhiSNetCalculator  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+#: Shipped potential used when --model is not given, by molecule name.
+DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
+#: Rotational symmetry numbers for IdealGasThermo (C2v water 2, C1/Cs ethanol 1).
+SYMMETRY_NUMBERS = {"H2O": 2, "CH3CH2OH": 1}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
+    parser.add_argument("--model", default=None,
+                        help="shipped potential name or model file (default: the shipped "
+                        "potential of --molecule)")
+    parser.add_argument("--fmax", type=float, default=0.001,
+                        help="BFGS force threshold before the vibrations (eV/Å)")
+    parser.add_argument("--max-steps", type=int, default=300, help="BFGS step limit")
+    parser.add_argument("--delta-ang", type=float, default=0.01,
+                        help="finite-difference displacement (Å)")
+    parser.add_argument("--temperature-k", type=float, default=298.15)
+    parser.add_argument("--pressure-pa", type=float, default=101325.0)
+    parser.add_argument("--symmetry-number", type=int, default=None,
+                        help="rotational symmetry number (default: 2 for H2O, 1 for CH3CH2OH)")
+    parser.add_argument("--xc", default="pbe", help="PySCF functional of the reference")
+    parser.add_argument("--basis", default="def2-svp", help="PySCF basis of the reference")
+    parser.add_argument("--no-pyscf", action="store_true", help="skip the PySCF reference")
+    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
+                        help="output folder")
+    return parser.parse_args(argv)
+
+
+def load_molecule(name_or_path: str):
+    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
+    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
+    atoms.pbc = False
+    return atoms
+
+
+def model_for(args) -> str:
+    if args.model is not None:
+        return args.model
+    if args.molecule not in DEFAULT_MODELS:
+        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
+    return DEFAULT_MODELS[args.molecule]
+
+
+def relax(atoms, calculator, fmax: float, max_steps: int) -> dict:
+    """BFGS of ``atoms`` in place; returns the number of steps, convergence and wall time."""
+    atoms.calc = calculator
+    optimizer = BFGS(atoms, logfile=None)
+    start = time.perf_counter()
+    converged = bool(optimizer.run(fmax=fmax, steps=max_steps))
+    return {"steps": optimizer.nsteps, "converged": converged,
+            "wall_time_s": time.perf_counter() - start,
+            "energy_ev": float(atoms.get_potential_energy())}
+
+
+def rotor_geometry(atoms) -> str:
+    """``'monatomic'``, ``'linear'`` or ``'nonlinear'`` from the principal moments of inertia."""
+    if len(atoms) == 1:
+        return "monatomic"
+    return "linear" if atoms.get_moments_of_inertia().min() < 1e-4 else "nonlinear"
+
+
+def vibrational_frequencies_cm(data: VibrationsData, n_vibrations: int) -> np.ndarray:
+    """The ``n_vibrations`` highest modes in cm^-1; an imaginary one as a negative number."""
+    frequencies = data.get_frequencies()[-n_vibrations:]
+    return np.where(frequencies.imag != 0, -np.abs(frequencies.imag), frequencies.real)
+
+
+def pyscf_harmonic_frequencies(atoms, xc: str, basis: str, grid_level: int,
+                               conv_tol: float) -> np.ndarray:
+    """PySCF's analytic restricted-closed-shell Hessian -> harmonic frequencies (cm^-1)."""
+    from pyscf import dft, gto, scf
+    from pyscf.hessian import thermo
+
+    mol = gto.M(atom=list(zip(atoms.get_chemical_symbols(), atoms.positions.tolist())),
+                basis=basis, unit="Angstrom", charge=0, spin=0, verbose=0)
+    if xc == "hf":
+        mean_field = scf.RHF(mol)
+    else:
+        mean_field = dft.RKS(mol, xc=xc)
+        mean_field.grids.level = grid_level
+    mean_field.conv_tol = conv_tol
+    mean_field.kernel()
+    hessian_eh_per_bohr2 = mean_field.Hessian().kernel()  # (N, N, 3, 3)
+    analysis = thermo.harmonic_analysis(mol, hessian_eh_per_bohr2, imaginary_freq=False)
+    return np.sort(np.asarray(analysis["freq_wavenumber"]))
+
+
+def gibbs_free_energy_ev(frequencies_cm, energy_ev, atoms, geometry, symmetry_number,
+                         temperature_k, pressure_pa) -> float:
+    """Ideal-gas G (eV): RRHO with the real frequencies (imaginary ones left out)."""
+    vibrational_energies_ev = np.asarray([f for f in frequencies_cm if f > 0]) * units.invcm
+    thermo = IdealGasThermo(vib_energies=vibrational_energies_ev, geometry=geometry,
+                            potentialenergy=energy_ev, atoms=atoms,
+                            symmetrynumber=symmetry_number, spin=0)
+    return float(thermo.get_gibbs_energy(temperature=temperature_k, pressure=pressure_pa,
+                                         verbose=False))
+
+
+def mean_abs_difference(a, b) -> float:
+    return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+def plot_frequencies(frequencies: dict, path: Path, title: str) -> None:
+    """Top: frequency per mode for each method; bottom: differences to the analytic Hessian."""
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    modes = np.arange(1, len(frequencies["analytic Hessian"]) + 1)
+    styles = {name: (f"C{i}", marker) for i, (name, marker) in enumerate(zip(frequencies, "os^"))}
+    for name, values in frequencies.items():
+        color, marker = styles[name]
+        top.plot(modes, values, marker, color=color, mfc="none", label=name)
+    top.set_ylabel("frequency (cm$^{-1}$)")
+    top.legend()
+    top.set_title(title)
+    for name, values in frequencies.items():
+        if name != "analytic Hessian":
+            color, marker = styles[name]
+            bottom.plot(modes, np.asarray(values) - frequencies["analytic Hessian"],
+                        marker + "-", color=color, mfc="none", label=f"{name} - analytic")
+    bottom.set_xticks(modes)
+    bottom.axhline(0, color="k", lw=0.8)
+    bottom.set_xlabel("mode")
+    bottom.set_ylabel("difference (cm$^{-1}$)")
+    bottom.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = model_for(args)
+    symmetry_number = args.symmetry_number or SYMMETRY_NUMBERS.get(args.molecule)
+    if symmetry_number is None:
+        raise SystemExit(f"no symmetry number known for {args.molecule!r}: pass --symmetry-number")
+
+    atoms = load_molecule(args.molecule)
+    geometry = rotor_geometry(atoms)
+    n_vibrations = {"monatomic": 0, "linear": 3 * len(atoms) - 5,
+                    "nonlinear": 3 * len(atoms) - 6}[geometry]
+    calculator = PhiSNetCalculator(model=model)
+    optimizations = {"PhiSNet": relax(atoms, calculator, args.fmax, args.max_steps)}
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:  # ASE caches displaced forces on disk
+        finite_differences = Vibrations(atoms, name=os.path.join(cache, "vib"),
+                                        delta=args.delta_ang, nfree=2)
+        finite_differences.run()
+        finite_difference_data = finite_differences.get_vibrations()
+    timings = {"finite_differences_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    analytic_data = VibrationsData.from_2d(atoms, calculator.get_hessian(atoms))
+    timings["analytic_hessian_s"] = time.perf_counter() - start
+    frequencies = {
+        "finite differences": vibrational_frequencies_cm(finite_difference_data, n_vibrations),
+        "analytic Hessian": vibrational_frequencies_cm(analytic_data, n_vibrations),
+    }
+    energies = {"PhiSNet": optimizations["PhiSNet"]["energy_ev"]}
+
+    if not args.no_pyscf:
+        from ase_phisnet.pyscf_calculator import PySCFCalculator
+        from ase_phisnet.reference import Theory
+
+        theory = Theory(xc=args.xc, basis=args.basis)
+        pyscf_atoms = load_molecule(args.molecule)
+        optimizations["PySCF"] = relax(pyscf_atoms, PySCFCalculator(theory), args.fmax,
+                                       args.max_steps)
+        energies["PySCF"] = optimizations["PySCF"]["energy_ev"]
+        start = time.perf_counter()
+        frequencies[f"PySCF {args.xc.upper()}/{args.basis}"] = pyscf_harmonic_frequencies(
+            pyscf_atoms, theory.xc, theory.basis, theory.grid_level, theory.conv_tol)
+        timings["pyscf_hessian_s"] = time.perf_counter() - start
+
+    names = list(frequencies)
+    print(f"{atoms.get_chemical_formula()} with {model}: BFGS "
+          + ", ".join(f"{k} {v['steps']} steps" for k, v in optimizations.items()))
+    print(f"{'mode':>4}" + "".join(f"{name:>24}" for name in names) + "  (cm^-1)")
+    for mode in range(n_vibrations):
+        print(f"{mode + 1:4d}" + "".join(f"{frequencies[name][mode]:24.1f}" for name in names))
+    differences = {"finite differences vs analytic Hessian": mean_abs_difference(
+        frequencies["finite differences"], frequencies["analytic Hessian"])}
+    for name in names[2:]:
+        for ours in names[:2]:
+            differences[f"{ours} vs {name}"] = mean_abs_difference(frequencies[ours],
+                                                                   frequencies[name])
+    for label, value in differences.items():
+        print(f"mean |difference| {label}: {value:.2f} cm^-1")
+
+    free_energies = {"PhiSNet (analytic Hessian)": gibbs_free_energy_ev(
+        frequencies["analytic Hessian"], energies["PhiSNet"], atoms, geometry, symmetry_number,
+        args.temperature_k, args.pressure_pa)}
+    if "PySCF" in energies:
+        free_energies["PySCF"] = gibbs_free_energy_ev(
+            frequencies[names[2]], energies["PySCF"], pyscf_atoms, geometry, symmetry_number,
+            args.temperature_k, args.pressure_pa)
+    thermal_corrections = {name: free_energies[name] - energies[name.split(" ")[0]]
+                           for name in free_energies}
+    for name in free_energies:
+        print(f"G({args.temperature_k:g} K, {args.pressure_pa:g} Pa) {name}: "
+              f"{free_energies[name]:.4f} eV (G - E_pot = {thermal_corrections[name]:.4f} eV)")
+
+    plot_frequencies(frequencies, args.out / "frequencies.png",
+                     f"{atoms.get_chemical_formula()} harmonic frequencies, {model}")
+    results = {
+        "molecule": args.molecule, "model": model,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "geometry": geometry, "symmetry_number": symmetry_number,
+        "optimizations": optimizations, "timings_s": timings,
+        "frequencies_cm": {name: np.asarray(values).tolist() for name, values in frequencies.items()},
+        "mean_abs_difference_cm": differences,
+        "gibbs_free_energy_ev": free_energies, "gibbs_minus_potential_energy_ev": thermal_corrections,
+    }
+    with open(args.out / "results.json", "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CalculatorSetupError as error:
+        sys.exit(f"error: {error}")
