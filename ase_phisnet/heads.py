@@ -14,7 +14,7 @@ expansion of irreps of degree ``L = |l1-l2| .. l1+l2``:
 
 This map is orthogonal and equivariant, ``B(R x) = D_{l_1}(R) B(x) D_{l_2}(R)^T``. Together with
 PySCF's change of basis ``Q`` (:mod:`ase_phisnet.basis`) it is one fixed matrix, so assembling all
-blocks of a molecule is one matmul and one scatter (no loop over atom pairs).
+blocks of all matrices of a molecule is one matmul and one gather (no loop over atom pairs).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from e3nn import o3
 from torch import nn
 
 from ase_phisnet.basis import BasisLayout, pyscf_from_e3nn
+from ase_phisnet.layers import equivariant_linear, mmajor_permutation
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,15 @@ class MatrixHead(nn.Module):
 
     Diagonal blocks come from atom features, off-diagonal blocks from directed pair features;
     both pass an equivariant linear map, a learned scale per element (pair) and output irrep,
-    the template expansion,
-    and finally ``M -> M + M^T`` makes the matrix symmetric by construction. With
-    ``fixed_diagonal`` the diagonal blocks are given constants (the on-site overlap, which does
-    not depend on the geometry) instead of being predicted.
+    the template expansion, and finally ``M -> M + M^T`` makes the matrix symmetric by
+    construction. With ``fixed_diagonal`` the diagonal blocks are given constants (the on-site
+    overlap, which does not depend on the geometry) instead of being predicted.
+
+    The module holds the parameters and fixed tables; :func:`predict_matrices` evaluates all
+    heads of a model together. The parameters are laid out on the block irreps in e3nn's
+    channel-major order (``onsite_offset``, ``component_irrep``); the network's features are
+    m-major (:mod:`ase_phisnet.layers`), so the m-major expansion and path index are the
+    e3nn ones permuted by ``block_permutation``.
     """
 
     def __init__(self, irreps_atom: o3.Irreps, irreps_pair: o3.Irreps, template: Template,
@@ -146,6 +152,20 @@ class MatrixHead(nn.Module):
         self.register_buffer("invariant_components", torch.cat([
             torch.full((mul * ir.dim,), ir.l == 0 and ir.p == 1, dtype=torch.bool)
             for mul, ir in irreps_block]), persistent=False)
+        permutation = mmajor_permutation(irreps_block)
+        self.register_buffer("block_permutation", permutation, persistent=False)
+        self.register_buffer("component_path_mmajor", self.component_irrep[permutation],
+                             persistent=False)
+        self._constants64["expansion_mmajor"] = expansion[permutation]
+        self._head_major = {}
+
+    def head_major(self, n_heads: int, device) -> torch.Tensor:
+        """See :func:`_head_major` (cached)."""
+        key = (n_heads, str(device))
+        if key not in self._head_major:
+            self._head_major[key] = torch.as_tensor(
+                _head_major(n_heads, self.irreps_block), device=device)
+        return self._head_major[key]
 
     def constant(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """A fixed table (``expansion``, ``diagonal_table``) in ``like``'s dtype and device."""
@@ -173,67 +193,136 @@ class MatrixHead(nn.Module):
             offset[k] = torch.where(self.invariant_components.cpu(), coefficients, 0.0)
         self.onsite_offset.copy_(offset.to(self.onsite_offset.dtype))
 
-    def forward(self, atom_features, pair_features, species, pair_src, pair_dst, assembly):
-        """Features ``(B, A, .)`` and ``(B, P, .)``; ``species (A,)`` model-element indices;
-        ``pair_src/pair_dst (P,)`` every directed pair.
-
-        Returns the symmetric matrices ``(B, nao, nao)`` in PySCF AO order.
-        """
-        n_el = len(self.elements)
-        t = self.template.nao
-        pair_type = species.index_select(0, pair_src) * n_el + species.index_select(0, pair_dst)
-        batch, n_atoms = atom_features.shape[0], species.shape[0]
-        pair_blocks = self.pair_linear(pair_features)  # (B, P, irreps_block)
-        pair_blocks = pair_blocks * self.pair_scale.index_select(0, pair_type).index_select(
-            1, self.component_irrep)
-        expansion = self.constant("expansion", pair_features)
-        pair_blocks = (pair_blocks @ expansion).reshape(batch, -1, t, t)  # (B, P, T, T)
-        if self.fixed_diagonal:
-            atom_blocks = self.constant("diagonal_table", pair_features).index_select(0, species)
-            atom_blocks = atom_blocks.expand(batch, -1, -1, -1)
-        else:
-            atom_blocks = self.atom_linear(atom_features)  # (B, A, irreps_block)
-            atom_blocks = atom_blocks * self.atom_scale.index_select(0, species).index_select(
-                1, self.component_irrep)
-            atom_blocks = atom_blocks + self.onsite_offset.index_select(0, species)
-            atom_blocks = (atom_blocks @ expansion).reshape(batch, -1, t, t)  # (B, A, T, T)
-        atom_blocks = 0.5 * atom_blocks  # M + M^T doubles the diagonal blocks
-        blocks = torch.cat([atom_blocks, pair_blocks], dim=1)  # (B, A + P, T, T)
-        grid = blocks.index_select(1, assembly.grid_order)  # (B, A*A, T, T), row-major (i, j)
-        padded = grid.reshape(batch, n_atoms, n_atoms, t, t).transpose(2, 3).reshape(
-            batch, n_atoms * t, n_atoms * t)
-        half = padded.index_select(1, assembly.ao_index).index_select(2, assembly.ao_index)
-        return half + half.transpose(1, 2)
-
-
 @dataclass
 class Assembly:
-    """Precomputed indices that place template blocks into a molecule's matrix.
+    """Per-molecule indices for evaluating all heads at once (see :func:`predict_matrices`).
 
-    The stacked blocks ``[atom blocks (A, T, T); pair blocks (P, T, T)]`` are reordered by
-    ``grid_order`` into an ``A x A`` grid of blocks, i.e. a padded ``(A T, A T)`` matrix, whose
-    rows and columns ``ao_index`` are the molecule's AOs in PySCF order. Only index_select is
-    used (its backward is a dense index_add). Depends only on the species and the pair list:
-    built once per molecule and reused along an MD trajectory.
+    Depends only on the species, the pair list and the heads: built once per molecule and
+    reused along an MD trajectory.
+
+    Attributes:
+        matrix_index: ``(h, nao, nao)`` flat positions in the stacked blocks ``[atom blocks
+            (A, h, T, T); pair blocks (P, h, T, T)]`` of every matrix element (PySCF AO order).
+        pair_scale_index: ``(P, h * D)`` positions in the flat stacked ``pair_scale`` tables
+            of every pair's scale of every block component (``D`` = block irreps dim).
+        atom_scale_index, atom_offset_index: the same for the heads that predict diagonal
+            blocks (``atom_scale`` and ``onsite_offset``), ``(A, h_atom * D)``.
+        fixed_species: ``(A,)`` species index for the fixed-diagonal tables.
     """
 
-    grid_order: torch.Tensor
-    ao_index: torch.Tensor
+    matrix_index: torch.Tensor
+    pair_scale_index: torch.Tensor
+    atom_scale_index: torch.Tensor
+    atom_offset_index: torch.Tensor
+    fixed_species: torch.Tensor
 
 
-def build_assembly(atomic_numbers, pair_src, pair_dst, template: Template, device=None) -> Assembly:
-    """Indices for :class:`Assembly`; ``pair_src/pair_dst`` must list every ordered pair i != j."""
+def build_assembly(atomic_numbers, species, pair_src, pair_dst, heads, template: Template,
+                   device=None) -> Assembly:
+    """Indices for :class:`Assembly`; ``pair_src/pair_dst`` must list every ordered pair i != j.
+
+    ``species`` are the model-element indices of the atoms; ``heads`` the :class:`MatrixHead` s
+    in output order.
+    """
     atomic_numbers = [int(z) for z in atomic_numbers]
-    n_atoms, t = len(atomic_numbers), template.nao
+    species = np.asarray(species, dtype=np.int64)
+    n_atoms, t, n_heads = len(atomic_numbers), template.nao, len(heads)
     pair_src, pair_dst = np.asarray(pair_src), np.asarray(pair_dst)
     if len(pair_src) != n_atoms * (n_atoms - 1):
         raise ValueError("matrix assembly needs every ordered atom pair")
-    grid_order = np.empty(n_atoms * n_atoms, dtype=np.int64)
-    grid_order[np.arange(n_atoms) * (n_atoms + 1)] = np.arange(n_atoms)
-    grid_order[pair_src * n_atoms + pair_dst] = n_atoms + np.arange(len(pair_src))
-    ao_index = np.concatenate([i * t + np.asarray(template.ao_to_template[z])
-                               for i, z in enumerate(atomic_numbers)])
-    return Assembly(
-        grid_order=torch.as_tensor(grid_order, device=device),
-        ao_index=torch.as_tensor(ao_index, dtype=torch.long, device=device),
-    )
+    # row of the stacked blocks holding block (i, j)
+    block_row = np.empty((n_atoms, n_atoms), dtype=np.int64)
+    block_row[np.arange(n_atoms), np.arange(n_atoms)] = np.arange(n_atoms)
+    block_row[pair_src, pair_dst] = n_atoms + np.arange(len(pair_src))
+    ao_atom = np.concatenate([np.full(len(template.ao_to_template[z]), i)
+                              for i, z in enumerate(atomic_numbers)])
+    ao_slot = np.concatenate([np.asarray(template.ao_to_template[z]) for z in atomic_numbers])
+    rows = block_row[ao_atom[:, None], ao_atom[None, :]]  # (nao, nao)
+    within = ao_slot[:, None] * t + ao_slot[None, :]
+    head = np.arange(n_heads)[:, None, None]
+    matrix_index = (rows[None] * n_heads + head) * t * t + within[None]
+    head0 = heads[0]
+    n_el, n_paths = len(head0.elements), head0.pair_scale.shape[1]
+    component_path = head0.component_path_mmajor.cpu().numpy()  # (D,)
+    pair_type = species[pair_src] * n_el + species[pair_dst]
+    pair_scale_index = ((np.arange(n_heads)[None, :, None] * n_el * n_el
+                         + pair_type[:, None, None]) * n_paths
+                        + component_path[None, None, :]).reshape(len(pair_src), -1)
+    n_atom_heads = sum(not h.fixed_diagonal for h in heads)
+    atom_head = np.arange(n_atom_heads)[None, :, None]
+    atom_scale_index = ((atom_head * n_el + species[:, None, None]) * n_paths
+                        + component_path[None, None, :]).reshape(n_atoms, -1)
+    permutation = head0.block_permutation.cpu().numpy()
+    atom_offset_index = ((atom_head * n_el + species[:, None, None]) * len(permutation)
+                         + permutation[None, None, :]).reshape(n_atoms, -1)
+
+    def tensor(a):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long, device=device)
+
+    return Assembly(tensor(matrix_index), tensor(pair_scale_index), tensor(atom_scale_index),
+                    tensor(atom_offset_index), tensor(species))
+
+
+def _head_major(n_heads: int, irreps: o3.Irreps) -> np.ndarray:
+    """Index taking ``equivariant_linear`` output of ``h`` stacked linears (per type
+    ``(2l+1, h, mul)``) to ``(h, D)``, each head's block m-major."""
+    position, parts = 0, []
+    for mul, ir in irreps:
+        parts.append(position + np.arange(ir.dim * n_heads * mul).reshape(ir.dim, n_heads, mul))
+        position += ir.dim * n_heads * mul
+    return np.concatenate([p.transpose(1, 0, 2).reshape(n_heads, -1) for p in parts],
+                          axis=1).ravel()
+
+
+def predict_matrices(heads, atom_features, pair_features, assembly: Assembly,
+                     pair_weight=None) -> list[torch.Tensor]:
+    """All heads' matrices at once: ``[(B, nao, nao)]`` in PySCF order, symmetric.
+
+    Per head, ``M_ij = E(s_{type(ij)} * (W p_ij))`` for pairs and ``E(s_{Z_i} * (W' x_i) + o_{Z_i})``
+    (or the fixed on-site table) for atoms, ``E`` the template expansion, then ``M + M^T``.
+    The heads' linears run side by side (one ``mm`` per irrep type for all heads), the
+    expansion is one matmul and the assembly of every matrix one gather. ``pair_weight
+    (B, P)`` optionally multiplies each pair's blocks (the heads are linear in the pair
+    features, so this equals scaling the features).
+
+    Features ``(B, A, .)`` and ``(B, P, .)`` m-major.
+    """
+    heads = list(heads)
+    first = heads[0]
+    batch, n_atoms = atom_features.shape[0], atom_features.shape[1]
+    t2 = first.template.nao ** 2
+    expansion = first.constant("expansion_mmajor", pair_features)
+    dim = expansion.shape[0]
+    pairs = equivariant_linear([h.pair_linear for h in heads], pair_features)
+    pairs = pairs.index_select(-1, first.head_major(len(heads), pair_features.device))
+    scale = torch.stack([h.pair_scale for h in heads]).reshape(-1)
+    pairs = pairs * scale.index_select(0, assembly.pair_scale_index.reshape(-1)).view(
+        assembly.pair_scale_index.shape)
+    if pair_weight is not None:
+        pairs = pairs * pair_weight.unsqueeze(-1)
+    pair_blocks = (pairs.view(batch, -1, len(heads), dim) @ expansion)  # (B, P, h, T*T)
+    atom_heads = [h for h in heads if not h.fixed_diagonal]
+    if atom_heads:
+        atoms = equivariant_linear([h.atom_linear for h in atom_heads], atom_features)
+        atoms = atoms.index_select(-1, first.head_major(len(atom_heads), atom_features.device))
+        index = assembly.atom_scale_index
+        scale = torch.stack([h.atom_scale for h in atom_heads]).reshape(-1)
+        offset = torch.stack([h.onsite_offset for h in atom_heads]).reshape(-1)
+        atoms = (atoms * scale.index_select(0, index.reshape(-1)).view(index.shape)
+                 + offset.index_select(0, assembly.atom_offset_index.reshape(-1)).view(index.shape))
+        predicted = (atoms.view(batch, n_atoms, len(atom_heads), dim) @ expansion).unbind(2)
+    parts, k = [], 0
+    for h in heads:
+        if h.fixed_diagonal:
+            table = h.constant("diagonal_table", pair_features)
+            parts.append(table.index_select(0, assembly.fixed_species).reshape(1, n_atoms, t2)
+                         .expand(batch, -1, -1))
+        else:
+            parts.append(predicted[k])
+            k += 1
+    atom_blocks = 0.5 * torch.stack(parts, dim=2)  # M + M^T doubles the diagonal blocks
+    blocks = torch.cat([atom_blocks, pair_blocks], dim=1).reshape(batch, -1)
+    half = blocks.index_select(-1, assembly.matrix_index.reshape(-1)).view(
+        batch, *assembly.matrix_index.shape)
+    matrices = half + half.transpose(-1, -2)
+    return list(matrices.unbind(1))

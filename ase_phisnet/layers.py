@@ -1,6 +1,16 @@
 """Equivariant building blocks of the network (e3nn), each with its defining equation.
 
 Shapes use ``A`` atoms, ``E`` directed edges, ``F`` radial basis functions. Distances are in Bohr.
+
+**Feature layout.** Inside the network a feature vector of irreps ``sum_t mul_t x (l_t, p_t)`` is
+stored *m-major*: for each irrep type ``t`` in the order of the irreps, the block
+``(2 l_t + 1, mul_t)`` row-major (component ``m`` outer, channel inner). e3nn stores the same
+numbers channel-major (``(mul_t, 2 l_t + 1)``); :func:`mmajor_permutation` converts. The m-major
+layout makes an equivariant linear map one plain matrix product per irrep type,
+``y_t = x_t W_t`` with ``x_t`` viewed as ``(N (2l+1), mul_in)``, without the per-irrep slicing
+and transposes of e3nn's generated code (whose backward zero-fills a full-size gradient per
+slice). The parameters stay e3nn's: the ``o3.Linear`` and ``nn.Gate`` modules are kept (their
+state-dict keys and weight layout define the model files) and only evaluated differently.
 """
 
 from __future__ import annotations
@@ -54,6 +64,101 @@ def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.T
     return torch.matmul(one_hot.to(values.dtype), values)
 
 
+def mmajor_permutation(irreps: o3.Irreps) -> torch.Tensor:
+    """Index ``perm`` with ``x_mmajor = x_e3nn[..., perm]`` (see the module docstring).
+
+    >>> mmajor_permutation(o3.Irreps("1x0e + 2x1o")).tolist()
+    [0, 1, 4, 2, 5, 3, 6]
+    """
+    parts, start = [], 0
+    for mul, ir in o3.Irreps(irreps):
+        parts.append(start + np.arange(mul * ir.dim).reshape(mul, ir.dim).T.ravel())
+        start += mul * ir.dim
+    return torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+
+
+class _Constants:
+    """Fixed float64 tables, cast once per (dtype, device) and cached (never in a state dict)."""
+
+    def __init__(self, **tables):
+        self._tables = tables
+        self._cache = {}
+
+    def get(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.dtype, like.device)
+        if key not in self._cache:
+            table = self._tables[name]
+            dtype = table.dtype if not table.is_floating_point() else like.dtype
+            self._cache[key] = table.to(device=like.device, dtype=dtype)
+        return self._cache[key]
+
+
+class _LinearPlan:
+    """How to evaluate an ``o3.Linear`` (no biases, shared weights) on m-major features.
+
+    e3nn's linear is ``y_{t, v m} = sum_{ins: t_in -> t} a_ins sum_u W^{ins}_{u v} x_{t_in, u m}``
+    with path weight ``a_ins`` (``1/sqrt(fan-in)``); here the weights are scaled by ``a_ins``
+    once (one op on the flat weight vector) and each instruction is one ``mm``.
+    """
+
+    def __init__(self, linear: o3.Linear):
+        if linear.bias_numel or not linear.shared_weights:
+            raise ValueError("m-major evaluation supports shared-weight linears without biases")
+        instructions = [ins for ins in linear.instructions if 0 not in ins.path_shape]
+        self.irreps_in, self.irreps_out = linear.irreps_in, linear.irreps_out
+        self.in_dims = [mul * ir.dim for mul, ir in linear.irreps_in]
+        self.weight_sizes = [ins.path_shape[0] * ins.path_shape[1] for ins in instructions]
+        self.terms = {i_out: [] for i_out in range(len(linear.irreps_out))}
+        for k, ins in enumerate(instructions):
+            self.terms[ins.i_out].append((k, ins.i_in, *ins.path_shape))
+        scale = torch.cat([torch.full((size,), ins.path_weight, dtype=torch.float64)
+                           for size, ins in zip(self.weight_sizes, instructions)]
+                          ) if instructions else torch.zeros(0, dtype=torch.float64)
+        self.constants = _Constants(scale=scale)
+
+
+def _plan(linear: o3.Linear) -> _LinearPlan:
+    plan = linear.__dict__.get("_mmajor_plan")
+    if plan is None:
+        plan = _LinearPlan(linear)
+        linear.__dict__["_mmajor_plan"] = plan
+    return plan
+
+
+def equivariant_linear(linears, x: torch.Tensor) -> torch.Tensor:
+    """Evaluate one ``o3.Linear``, or several with equal irreps side by side, on m-major ``x``.
+
+    ``x (..., irreps_in.dim)`` m-major. One linear: ``(..., irreps_out.dim)`` m-major. A list of
+    ``h`` linears: ``(..., h * irreps_out.dim)`` where the block of output type ``t`` is
+    ``(2l_t+1, h, mul_t)`` (all linears' channels of one component together), i.e. m-major
+    features of ``h x irreps_out`` regrouped by type; the heads use this to run one ``mm`` per
+    irrep type for all matrices.
+    """
+    linears = [linears] if isinstance(linears, o3.Linear) else list(linears)
+    plan = _plan(linears[0])
+    leading = x.shape[:-1]
+    weights = []
+    for linear in linears:
+        scaled = linear.weight * _plan(linear).constants.get("scale", x)
+        weights.append(scaled.split(plan.weight_sizes) if len(plan.weight_sizes) > 1
+                       else (scaled,))
+    xs = x.split(plan.in_dims, dim=-1) if len(plan.in_dims) > 1 else (x,)
+    outputs = []
+    for i_out, (mul, ir) in enumerate(plan.irreps_out):
+        terms = plan.terms[i_out]
+        if not terms:
+            outputs.append(x.new_zeros(*leading, len(linears) * mul * ir.dim))
+            continue
+        result = None
+        for k, i_in, mul_in, mul_out in terms:
+            w = (weights[0][k].view(mul_in, mul_out) if len(linears) == 1 else
+                 torch.cat([w[k].view(mul_in, mul_out) for w in weights], dim=1))
+            term = torch.mm(xs[i_in].reshape(-1, mul_in), w)  # (N (2l+1), h mul_out)
+            result = term if result is None else result + term
+        outputs.append(result.view(*leading, -1))
+    return torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+
+
 class DepthwiseTensorProduct(nn.Module):
     """Depthwise (``uvu``) tensor product of features with edge spherical harmonics.
 
@@ -62,98 +167,127 @@ class DepthwiseTensorProduct(nn.Module):
 
     .. math::
 
-        z^{(l_1 l_2 L)}_{e u M} = w_{e u}^{(l_1 l_2 L)} \sqrt{2L+1}
-            \sum_{m_1 m_2} C^{l_1 l_2 L}_{m_1 m_2 M} x_{e u m_1} Y^{l_2}_{e m_2}
+        z^{(l_1 l_2 L)}_{e u M} = w_{e u}^{(l_1 l_2 L)} \\sqrt{2L+1}
+            \\sum_{m_1 m_2} C^{l_1 l_2 L}_{m_1 m_2 M} x_{e u m_1} Y^{l_2}_{e m_2}
 
-    Each input block costs one contraction against a precomputed Clebsch–Gordan table for all
-    its paths at once. The tables are built by ``e3nn.o3.wigner_3j`` in float64 and cast per
-    dtype: e3nn's own ``TensorProduct`` bakes them in torch's default dtype (float32), which
-    breaks float64 equivariance at the 1e-8 level.
+    Evaluated in three steps. (1) :meth:`couple`: ``G_{e, k m_1} = sum_{m_2} sqrt(2L+1)
+    C_{m_1 m_2 M} Y_{e m_2}`` for every path component ``k`` of every input block, one matmul of
+    the harmonics with a fixed table; it depends only on the edge directions, so all products
+    with the same irreps share it within a forward pass. (2) Per input block one ``bmm``:
+    ``z_{e k u} = sum_{m_1} G_{e k m_1} x_{e m_1 u}`` (``x`` m-major). The components ``k`` of a
+    block are ordered (output type, ``M``, path), so each block's result is already m-major per
+    output type and the output is a concatenation (no gather). (3) The weights: the radial MLP's
+    last layer is linear, so its columns are permuted once (a parameter-sized gather) and one
+    ``mm`` gives ``w`` directly in output order. The tables are built by ``e3nn.o3.wigner_3j``
+    in float64 and cast per dtype: e3nn's own ``TensorProduct`` bakes them in torch's default
+    dtype (float32), which breaks float64 equivariance at the 1e-8 level.
 
-    Shapes: ``x (E, irreps_in.dim)``, ``sh (E, irreps_sh.dim)``, ``weights (E, weight_numel)``
-    -> ``(E, irreps_out.dim)``; ``irreps_out`` stacks the paths of equal ``(L, p)`` as channels.
+    Shapes: ``x (..., E, irreps_in.dim)`` m-major, ``sh (..., E, irreps_sh.dim)``, radial MLP
+    hidden features ``(..., E, H)`` -> ``(..., E, irreps_out.dim)`` m-major; ``irreps_out`` stacks
+    the paths of equal ``(L, p)`` as channels (blocks, then paths, then input channels). The
+    weight vector of e3nn's layout (what the radial MLP outputs) is, per input block,
+    ``(path, channel)`` row-major.
     """
 
     def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed_ls):
         super().__init__()
         self.irreps_in, self.irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
+        self.allowed_ls = tuple(sorted(set(allowed_ls)))
         sh_offsets = np.cumsum([0] + [ir.dim for _, ir in self.irreps_sh])
-        irreps_out, self._tables64, self._path_slices = [], [], []
-        weight_start = 0
+        blocks, path_irreps = [], []
         for mul, ir_in in self.irreps_in:
-            columns, weight_index = [], []
-            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out.l not in allowed_ls:
-                        continue
-                    cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
-                    table = torch.zeros(ir_in.dim, self.irreps_sh.dim, ir_out.dim,
-                                        dtype=torch.float64)
-                    table[:, sh_offsets[i_sh] : sh_offsets[i_sh + 1]] = cg * math.sqrt(ir_out.dim)
-                    columns.append(table)
-                    weight_index += [len(irreps_out)] * ir_out.dim
-                    irreps_out.append((mul, ir_out))
-            self._tables64.append(torch.cat(columns, dim=-1))  # (2l1+1, sh, K)
-            local_index = torch.tensor(weight_index) - weight_start
-            self._path_slices.append((weight_start, len(irreps_out), local_index))
-            weight_start = len(irreps_out)
-        self._path_irreps = o3.Irreps(irreps_out)
-        # Output grouped by irrep (all paths giving the same (L, p) stacked as channels), so the
-        # linear that follows has one instruction per irrep type instead of one per path.
+            paths = [(i_sh, ir_out) for i_sh, (_, ir_sh) in enumerate(self.irreps_sh)
+                     for ir_out in ir_in * ir_sh if ir_out.l in self.allowed_ls]
+            blocks.append((mul, ir_in, paths))
+            path_irreps += [(mul, ir_out) for _, ir_out in paths]
+        self._path_irreps = o3.Irreps(path_irreps)
         self._output_irs = sorted({ir for _, ir in self._path_irreps}, key=lambda ir: (ir.l, ir.p))
         self.irreps_out = o3.Irreps([
             (sum(mul for mul, ir in self._path_irreps if ir == target), target)
             for target in self._output_irs])
-        # Position of every output component in the blocks' results flattened one after the
-        # other, each block (U, K) channel-major: one index_select reorders all paths at once.
-        block_offset, path_columns = 0, {ir: [] for ir in self._output_irs}
-        for (mul, _), (first, last, _) in zip(self.irreps_in, self._path_slices):
-            k_total = sum(ir.dim for _, ir in self._path_irreps[first:last])
-            k_start = 0
-            for _, ir_out in self._path_irreps[first:last]:
-                columns = (block_offset + np.arange(mul)[:, None] * k_total
-                           + k_start + np.arange(ir_out.dim)[None, :])  # (U, 2L+1)
-                path_columns[ir_out].append(columns)
-                k_start += ir_out.dim
-            block_offset += mul * k_total
-        self._output_order = torch.as_tensor(np.concatenate(
-            [np.concatenate(path_columns[ir], axis=0).ravel() for ir in self._output_irs]))
-        self._cache = {}
+        tables, w_columns = [], {ir: [] for ir in self._output_irs}
+        self._in_dims = [mul * ir.dim for mul, ir in self.irreps_in]
+        self._coupled_sizes, self._block_shapes, self._block_types = [], [], []
+        w_offset = 0
+        for mul, ir_in, paths in blocks:
+            rows, types = [], []
+            for target in self._output_irs:
+                chosen = [(p, i_sh) for p, (i_sh, ir_out) in enumerate(paths) if ir_out == target]
+                if not chosen:
+                    continue
+                cgs = []
+                for p, i_sh in chosen:
+                    cg = o3.wigner_3j(ir_in.l, self.irreps_sh[i_sh].ir.l, target.l,
+                                      dtype=torch.float64) * math.sqrt(target.dim)
+                    full = torch.zeros(self.irreps_sh.dim, target.dim, ir_in.dim,
+                                       dtype=torch.float64)
+                    full[sh_offsets[i_sh] : sh_offsets[i_sh + 1]] = cg.permute(1, 2, 0)
+                    cgs.append(full)
+                rows.append(torch.stack(cgs, dim=2))  # (sh, 2L+1, n_paths, 2l1+1): (M, path)
+                types.append((target, len(chosen)))
+                path_index = np.array([p for p, _ in chosen])
+                w_columns[target].append(  # (n_paths, U): weight of (path, u)
+                    w_offset + path_index[:, None] * mul + np.arange(mul)[None, :])
+            table = torch.cat([r.reshape(self.irreps_sh.dim, -1, ir_in.dim) for r in rows], 1)
+            tables.append(table.reshape(self.irreps_sh.dim, -1))
+            k_total = table.shape[1]
+            self._coupled_sizes.append(k_total * ir_in.dim)
+            self._block_shapes.append((k_total, ir_in.dim, mul))
+            self._block_types.append([(t, n * mul) for t, n in types])
+            w_offset += len(paths) * mul
+        self._weight_numel = w_offset
+        # weight of every output position (type, M, channel): repeat each type's columns over M
+        w_index = np.concatenate([
+            np.tile(np.concatenate([c.ravel() for c in w_columns[ir]]), ir.dim)
+            for ir in self._output_irs])
+        self._constants = _Constants(table=torch.cat(tables, dim=1),
+                                     w_index=torch.as_tensor(w_index))
 
     @property
     def weight_numel(self) -> int:
         """One weight per path and channel."""
-        return sum(mul for mul, _ in self._path_irreps)
+        return self._weight_numel
 
-    def _tables(self, like):
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            self._cache[key] = [t.to(like.dtype).to(like.device) for t in self._tables64]
-            self._cache[(*key, "paths")] = [(first, last, index.to(like.device))
-                                         for first, last, index in self._path_slices]
-            self._cache[(*key, "order")] = self._output_order.to(like.device)
-        return self._cache[key]
+    @property
+    def structure(self) -> tuple:
+        """Products with equal ``structure`` have equal :meth:`couple` results."""
+        return (str(self.irreps_in), str(self.irreps_sh), self.allowed_ls)
 
-    def forward(self, x, sh, weights):
+    def couple(self, sh: torch.Tensor) -> torch.Tensor:
+        """``G (..., E, sum_b K_b (2 l_b + 1))``: the harmonics contracted with the CG tables."""
+        return torch.matmul(sh, self._constants.get("table", sh))
+
+    def output_weights(self, radial_mlp: e3nn_nn.FullyConnectedNet, radial: torch.Tensor):
+        """``radial_mlp(radial)`` (weights ``(..., weight_numel)``) spread to every output
+        component ``(..., irreps_out.dim)``: the last (linear) layer's columns permuted."""
+        *hidden_layers, last = radial_mlp
+        if last.act is not None:
+            raise ValueError("the radial MLP's last layer must be linear")
+        hidden = radial
+        for layer in hidden_layers:
+            hidden = layer(hidden)
+        weight = last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5  # (H, numel)
+        spread = weight.t().index_select(0, self._constants.get("w_index", radial))  # (D, H)
+        return torch.matmul(hidden, spread.t())
+
+    def forward(self, x, coupled, weights):
+        """``x`` m-major input features, ``coupled = self.couple(sh)``, ``weights`` from
+        :meth:`output_weights` (one per output component)."""
         leading = x.shape[:-1]
-        x, sh, weights = (t.reshape(-1, t.shape[-1]) for t in (x, sh, weights))
-        outputs, weight_offset = [], 0
-        blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
-        tables = self._tables(x)
-        for (mul, ir), block, table, (first, last, component_path) in zip(
-            self.irreps_in, blocks, tables, self._cache[x.dtype, x.device, "paths"]
-        ):
-            block = block.reshape(-1, mul, ir.dim)  # (E, U, 2l1+1)
-            coupled = torch.einsum("ej,ijk->eik", sh, table)  # (E, 2l1+1, K)
-            z = torch.bmm(block, coupled)  # (E, U, K)
-            n_paths = last - first
-            w = weights[:, weight_offset : weight_offset + mul * n_paths].reshape(-1, n_paths, mul)
-            weight_offset += mul * n_paths
-            z = z * w.index_select(1, component_path).transpose(1, 2)  # (E, U, K)
-            outputs.append(z.reshape(z.shape[0], -1))
-        # e3nn layout: per irrep type, channels stacked, each (channels, 2L+1) channel-major
-        order = self._cache[(x.dtype, x.device, "order")]
-        return torch.cat(outputs, dim=-1).index_select(1, order).reshape(*leading, -1)
+        xs = x.split(self._in_dims, dim=-1) if len(self._in_dims) > 1 else (x,)
+        gs = coupled.split(self._coupled_sizes, dim=-1)
+        per_type = {ir: [] for ir in self._output_irs}
+        for block, g, (k_total, dim_in, mul), types in zip(xs, gs, self._block_shapes,
+                                                           self._block_types):
+            z = torch.bmm(g.reshape(-1, k_total, dim_in), block.reshape(-1, dim_in, mul))
+            z = z.view(-1, k_total * mul)
+            pieces = z.split([t.dim * channels for t, channels in types], dim=-1)
+            for (t, channels), piece in zip(types, pieces):
+                per_type[t].append(piece.view(-1, t.dim, channels))
+        out = torch.cat([torch.cat(per_type[ir], dim=-1).view(-1, ir.dim * mul)
+                         if len(per_type[ir]) > 1 else per_type[ir][0].reshape(-1, ir.dim * mul)
+                         for mul, ir in self.irreps_out], dim=-1)
+        return out.view(*leading, -1) * weights
 
 
 def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irreps]:
@@ -162,6 +296,38 @@ def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irr
     gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0])
     gates = o3.Irreps([(mul, "0e") for mul, _ in gated])
     return scalars, gates, gated
+
+
+class GatePlan:
+    """e3nn's ``Gate`` on m-major features: ``[phi(s), sigma(g)_c x_c]``.
+
+    The input is ``[scalars | gates | gated]`` (what ``Gate.irreps_in`` is, the ``0e`` part
+    merged); ``phi`` and ``sigma`` carry e3nn's second-moment normalization constants, and
+    every gated channel ``c`` is scaled by its own gate (one gather spreads the gates over the
+    ``2l+1`` components of m-major features).
+    """
+
+    def __init__(self, gate: e3nn_nn.Gate):
+        scalar_acts, gate_acts = gate.act_scalars.acts, gate.act_gates.acts
+        if len(scalar_acts) != 1 or len({id(a.f) for a in gate_acts}) != 1:
+            raise ValueError("one scalar activation and one gate activation expected")
+        self.scalar_act, self.gate_act = scalar_acts[0], gate_acts[0]
+        self.sizes = [gate.irreps_scalars.dim, gate.irreps_gates.dim, gate.irreps_gated.dim]
+        index, channel = [], 0
+        for mul, ir in gate.irreps_gated:
+            index.append(channel + np.tile(np.arange(mul), ir.dim))  # (2l+1, mul) m-major
+            channel += mul
+        self.constants = _Constants(gate_index=torch.as_tensor(np.concatenate(index)))
+
+    @staticmethod
+    def _apply(act, x):
+        return x if act._is_id else act.f(x) * act.cst
+
+    def __call__(self, features):
+        scalars, gates, gated = features.split(self.sizes, dim=-1)
+        gates = self._apply(self.gate_act, gates).index_select(
+            -1, self.constants.get("gate_index", features))
+        return torch.cat([self._apply(self.scalar_act, scalars), gated * gates], dim=-1)
 
 
 class Interaction(nn.Module):
@@ -177,8 +343,9 @@ class Interaction(nn.Module):
     product couples each channel with the edge's spherical harmonics only (no channel mixing),
     which costs ``O(C)`` instead of ``O(C^2)`` per path; channel mixing happens in the linears.
 
-    Shapes: ``x (B, A, irreps_hidden.dim)``, ``edge_sh (B, E, irreps_sh.dim)``,
-    ``edge_radial (B, E, F)``; ``edge_src, edge_dst (E,)`` shared by the batch.
+    Shapes: ``x (B, A, irreps_hidden.dim)`` m-major, ``edge_coupled (B, E, .)`` from
+    ``tensor_product.couple(Y)``, ``edge_radial (B, E, F)``; ``edge_src, edge_dst (E,)``
+    shared by the batch.
     """
 
     def __init__(self, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps, num_radial: int,
@@ -198,13 +365,15 @@ class Interaction(nn.Module):
             scalars, [torch.nn.functional.silu] * len(scalars),
             gates, [torch.sigmoid] * len(gates), gated,
         )
+        self._gate = GatePlan(self.gate)
         self.linear_message = o3.Linear(self.irreps_mid, self.gate.irreps_in)
         self.linear_self = o3.Linear(self.irreps_hidden, self.gate.irreps_in)
 
-    def forward(self, x, edge_src, edge_dst, edge_sh, edge_radial):
-        messages = self.tensor_product(  # (E, irreps_mid.dim)
-            self.linear_in(x).index_select(-2, edge_src), edge_sh, self.radial_weights(edge_radial)
-        )
+    def forward(self, x, edge_src, edge_dst, edge_coupled, edge_radial):
+        messages = self.tensor_product(  # (B, E, irreps_mid.dim)
+            equivariant_linear(self.linear_in, x).index_select(-2, edge_src), edge_coupled,
+            self.tensor_product.output_weights(self.radial_weights, edge_radial))
         aggregated = scatter_sum(messages, edge_dst, x.shape[-2]) / math.sqrt(self.avg_neighbors)
-        update = self.gate(self.linear_message(aggregated) + self.linear_self(x))
+        update = self._gate(equivariant_linear(self.linear_message, aggregated)
+                            + equivariant_linear(self.linear_self, x))
         return x + update

@@ -27,11 +27,12 @@ from torch import nn
 from ase_phisnet._dataclasses import from_dict_checked
 from ase_phisnet.basis import BasisLayout
 from ase_phisnet.errors import ModelFileError, UnsupportedElementError
-from ase_phisnet.heads import MatrixHead, build_assembly, build_template
+from ase_phisnet.heads import MatrixHead, build_assembly, build_template, predict_matrices
 from ase_phisnet.layers import (
     BesselRadialBasis,
     DepthwiseTensorProduct,
     Interaction,
+    equivariant_linear,
     smooth_cutoff,
 )
 
@@ -117,10 +118,13 @@ class PairFeatures(nn.Module):
             [num_radial, radial_hidden, self.tensor_product.weight_numel], nn.functional.silu)
         self.irreps_out = self.tensor_product.irreps_out
 
-    def forward(self, x, pair_src, pair_dst, pair_sh, pair_radial):
-        mixed = (self.linear_src(x).index_select(-2, pair_src)
-                 + self.linear_dst(x).index_select(-2, pair_dst))  # (B, P, hidden)
-        return self.tensor_product(mixed, pair_sh, self.radial_weights(pair_radial))
+    def forward(self, x, pair_src, pair_dst, pair_coupled, pair_radial):
+        """``x (B, A, hidden)`` m-major, ``pair_coupled = tensor_product.couple(Y)``; returns
+        ``(B, P, irreps_out.dim)`` m-major."""
+        mixed = (equivariant_linear(self.linear_src, x).index_select(-2, pair_src)
+                 + equivariant_linear(self.linear_dst, x).index_select(-2, pair_dst))
+        return self.tensor_product(mixed, pair_coupled, self.tensor_product.output_weights(
+            self.radial_weights, pair_radial))
 
 
 class PhiSNet(nn.Module):
@@ -207,8 +211,8 @@ class PhiSNet(nn.Module):
     def _forward(self, atomic_numbers, positions_bohr, return_invariants):
         single = positions_bohr.dim() == 2
         positions = positions_bohr.unsqueeze(0) if single else positions_bohr  # (B, A, 3)
-        species = self.species(atomic_numbers)
-        pair_src, pair_dst, assembly = self._pairs(atomic_numbers, positions.device)
+        molecule = self._molecule(atomic_numbers, positions.device)
+        species, pair_src, pair_dst = molecule["species"], molecule["src"], molecule["dst"]
         vectors = (positions.index_select(1, pair_dst)
                    - positions.index_select(1, pair_src))  # (B, P, 3)
         distances = vectors.norm(dim=-1)  # (B, P)
@@ -217,38 +221,57 @@ class PhiSNet(nn.Module):
         # Zero beyond the cutoff, and the radial MLPs have no biases, so pairs beyond it
         # send no messages: every pair can be kept and the batch shares one pair list.
         radial = self.radial(distances)  # (B, P, F)
+        # Every tensor product contracts the same harmonics with the same CG tables: once.
+        coupled = {}
+        for product in [i.tensor_product for i in self.interactions] + [
+                self.pair_features.tensor_product]:
+            if product.structure not in coupled:
+                coupled[product.structure] = product.couple(sh)
 
-        x = self.embed_to_hidden(self.embedding(species))  # (A, hidden)
-        x = x.unsqueeze(0).expand(positions.shape[0], -1, -1)  # (B, A, hidden)
+        x = equivariant_linear(self.embed_to_hidden, self.embedding(species))  # (A, hidden)
+        x = x.unsqueeze(0).expand(positions.shape[0], -1, -1)  # (B, A, hidden), m-major
         for interaction in self.interactions:
-            x = interaction(x, pair_src, pair_dst, sh, radial)
-        pair = self.pair_features(x, pair_src, pair_dst, sh, radial)  # (B, P, pair)
-        pair = pair * smooth_cutoff(distances, 2 * self.config.cutoff_bohr).unsqueeze(-1)
+            x = interaction(x, pair_src, pair_dst, coupled[interaction.tensor_product.structure],
+                            radial)
+        pair = self.pair_features(x, pair_src, pair_dst,
+                                  coupled[self.pair_features.tensor_product.structure], radial)
+        envelope = smooth_cutoff(distances, 2 * self.config.cutoff_bohr)  # (B, P)
 
         outputs = {}
         if self.tracegrad is not None:
-            x, pair, trace_atom, trace_pair = self.tracegrad(x, pair)
+            x, pair, trace_atom, trace_pair = self.tracegrad(x, pair * envelope.unsqueeze(-1))
+            envelope = None  # already applied
             if return_invariants:
                 outputs.update(trace_atom=trace_atom, trace_pair=trace_pair)
-        for name, head in self.heads.items():
-            outputs[name] = head(x, pair, species, pair_src, pair_dst, assembly)
+        matrices = predict_matrices(self.heads.values(), x, pair, molecule["assembly"],
+                                    pair_weight=envelope)
+        outputs.update(zip(self.heads.keys(), matrices))
         scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
         outputs["energy_correction_eh"] = (self.energy_mlp(scalars).squeeze(-1)
                                            + self.element_energy_eh[species]).sum(-1)
         return {k: v.squeeze(0) for k, v in outputs.items()} if single else outputs
 
-    def _pairs(self, atomic_numbers: torch.Tensor, device):
-        """Every ordered pair ``i != j`` (P = A(A-1)) and the matrix assembly; cached per molecule."""
+    def _molecule(self, atomic_numbers: torch.Tensor, device) -> dict:
+        """Species, every ordered pair ``i != j`` (P = A(A-1)) and the matrix assembly of a
+        molecule; depends only on the atomic numbers, cached (MD steps reuse it)."""
         key = (tuple(atomic_numbers.tolist()), str(device))
         if key not in self._assembly_cache:
+            species = self.species(atomic_numbers).to(device)
             n_atoms = len(key[0])
             index = torch.arange(n_atoms)
             src, dst = torch.meshgrid(index, index, indexing="ij")
             keep = src != dst
             src, dst = src[keep], dst[keep]
-            assembly = build_assembly(key[0], src, dst, self.template, device=device)
-            self._assembly_cache[key] = (src.to(device), dst.to(device), assembly)
+            assembly = build_assembly(key[0], species.cpu().numpy(), src.numpy(), dst.numpy(),
+                                      list(self.heads.values()), self.template, device=device)
+            self._assembly_cache[key] = {"species": species, "src": src.to(device),
+                                         "dst": dst.to(device), "assembly": assembly}
         return self._assembly_cache[key]
+
+    def _pairs(self, atomic_numbers: torch.Tensor, device):
+        """``(pair_src, pair_dst, assembly)`` of :meth:`_molecule`."""
+        molecule = self._molecule(atomic_numbers, device)
+        return molecule["src"], molecule["dst"], molecule["assembly"]
 
 
 def save_model(model: PhiSNet, path, extra: dict | None = None) -> None:

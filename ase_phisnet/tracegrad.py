@@ -21,13 +21,19 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ase_phisnet.layers import equivariant_linear
+
 
 def invariants(irreps: o3.Irreps, features: torch.Tensor) -> torch.Tensor:
-    """Scalars as they are and squared norms of higher channels, shape ``(..., num_irreps)``."""
+    """Scalars as they are and squared norms of higher channels, shape ``(..., num_irreps)``.
+
+    ``features`` m-major (:mod:`ase_phisnet.layers`): per irrep type ``(2l+1, mul)``; the
+    invariants are ordered by type, then channel.
+    """
     parts = []
     for (mul, ir), chunk in zip(irreps, features.split([mul * ir.dim for mul, ir in irreps], -1)):
-        chunk = chunk.reshape(*chunk.shape[:-1], mul, ir.dim)
-        parts.append(chunk[..., 0] if ir.l == 0 else chunk.pow(2).sum(-1))
+        chunk = chunk.reshape(*chunk.shape[:-1], ir.dim, mul)
+        parts.append(chunk[..., 0, :] if ir.l == 0 else chunk.pow(2).sum(-2))
     return torch.cat(parts, dim=-1)
 
 
@@ -53,7 +59,7 @@ class TraceGrad(nn.Module):
             self.pair_back.weight.zero_()
 
     def forward(self, atom, pair):
-        """Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
+        """Features m-major (:mod:`ase_phisnet.layers`). Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
 
         ``g`` is the total derivative: pair features depend on atom features, so the atom
         gradient includes the path through the pair invariants. ``PhiSNet`` runs this branch
@@ -68,5 +74,5 @@ class TraceGrad(nn.Module):
             y_pair = self.pair_mlp(invariants(self.irreps_pair, pair)).squeeze(-1)
             grad_atom, grad_pair = torch.autograd.grad(
                 y_atom.sum() + y_pair.sum(), [atom, pair], create_graph=True)
-        return (atom + self.atom_back(grad_atom), pair + self.pair_back(grad_pair),
-                y_atom, y_pair)
+        return (atom + equivariant_linear(self.atom_back, grad_atom),
+                pair + equivariant_linear(self.pair_back, grad_pair), y_atom, y_pair)
