@@ -27,14 +27,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase.build import molecule  # noqa: E402
-from ase.calculators.calculator import CalculatorSetupError  # noqa: E402
-from ase.io import read  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from ase.build import molecule
+from ase.calculators.calculator import CalculatorSetupError
+from ase.io import read
 
-from ase_phisnet import PhiSNetCalculator  # noqa: E402
-from ase_phisnet.md import MDSettings, plot_log, run_md  # noqa: E402
+from ase_phisnet import PhiSNetCalculator
+from ase_phisnet.md import MDSettings, plot_log, run_md
 
 SCRIPT = Path(__file__).resolve()
 #: Shipped potential used when --model is not given, by molecule name.

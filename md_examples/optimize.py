@@ -30,15 +30,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase.build import minimize_rotation_and_translation, molecule  # noqa: E402
-from ase.calculators.calculator import CalculatorSetupError  # noqa: E402
-from ase.io import read  # noqa: E402
-from ase.neighborlist import NeighborList, natural_cutoffs  # noqa: E402
-from ase.optimize import BFGS  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from ase.build import minimize_rotation_and_translation, molecule
+from ase.calculators.calculator import CalculatorSetupError
+from ase.io import read
+from ase.neighborlist import NeighborList, natural_cutoffs
+from ase.optimize import BFGS
 
-from ase_phisnet import PhiSNetCalculator  # noqa: E402
+from ase_phisnet import PhiSNetCalculator
 
 SCRIPT = Path(__file__).resolve()
 #: Shipped potential used when --model is not given, by molecule name.
@@ -85,7 +85,7 @@ def bonds_and_angles(atoms) -> tuple[list[tuple[int, int]], list[tuple[int, int,
     neighbors.update(atoms)
     bonds, angles = [], []
     for centre in range(len(atoms)):
-        bonded = sorted(neighbors.get_neighbors(centre)[0])
+        bonded = sorted(int(j) for j in neighbors.get_neighbors(centre)[0])
         bonds += [(centre, j) for j in bonded if centre < j]
         angles += [(i, centre, k) for i, k in itertools.combinations(bonded, 2)]
     return bonds, angles
@@ -111,7 +111,10 @@ def relax(atoms, calculator, fmax: float, max_steps: int) -> dict:
 def geometry_table(results_by_method: dict, atoms, bonds, angles) -> list[dict]:
     """One row per bond (Å) and angle (degrees) with each method's value."""
     symbols = atoms.get_chemical_symbols()
-    label = lambda *idx: "-".join(f"{symbols[i]}{i}" for i in idx)  # noqa: E731
+
+    def label(*indices):
+        return "-".join(f"{symbols[i]}{i}" for i in indices)
+
     rows = []
     for i, j in bonds:
         rows.append({"kind": "bond", "atoms": label(i, j), "unit": "Å",

@@ -39,17 +39,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ase import units  # noqa: E402
-from ase.build import molecule  # noqa: E402
-from ase.calculators.calculator import CalculatorSetupError  # noqa: E402
-from ase.io import read  # noqa: E402
-from ase.optimize import BFGS  # noqa: E402
-from ase.thermochemistry import IdealGasThermo  # noqa: E402
-from ase.vibrations import Vibrations, VibrationsData  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from ase import units
+from ase.build import molecule
+from ase.calculators.calculator import CalculatorSetupError
+from ase.io import read
+from ase.optimize import BFGS
+from ase.thermochemistry import IdealGasThermo
+from ase.vibrations import Vibrations, VibrationsData
 
-from ase_phisnet import PhiSNetCalculator  # noqa: E402
+from ase_phisnet import PhiSNetCalculator
 
 SCRIPT = Path(__file__).resolve()
 #: Shipped potential used when --model is not given, by molecule name.
@@ -212,6 +212,7 @@ def main(argv=None) -> dict:
     }
     energies = {"PhiSNet": optimizations["PhiSNet"]["energy_ev"]}
 
+    pyscf_name = f"PySCF {args.xc.upper()}/{args.basis}"
     if not args.no_pyscf:
         from ase_phisnet.pyscf_calculator import PySCFCalculator
         from ase_phisnet.reference import Theory
@@ -222,7 +223,7 @@ def main(argv=None) -> dict:
                                        args.max_steps)
         energies["PySCF"] = optimizations["PySCF"]["energy_ev"]
         start = time.perf_counter()
-        frequencies[f"PySCF {args.xc.upper()}/{args.basis}"] = pyscf_harmonic_frequencies(
+        frequencies[pyscf_name] = pyscf_harmonic_frequencies(
             pyscf_atoms, theory.xc, theory.basis, theory.grid_level, theory.conv_tol)
         timings["pyscf_hessian_s"] = time.perf_counter() - start
 
@@ -234,25 +235,25 @@ def main(argv=None) -> dict:
         print(f"{mode + 1:4d}" + "".join(f"{frequencies[name][mode]:24.1f}" for name in names))
     differences = {"finite differences vs analytic Hessian": mean_abs_difference(
         frequencies["finite differences"], frequencies["analytic Hessian"])}
-    for name in names[2:]:
-        for ours in names[:2]:
-            differences[f"{ours} vs {name}"] = mean_abs_difference(frequencies[ours],
-                                                                   frequencies[name])
+    if pyscf_name in frequencies:
+        for ours in ("finite differences", "analytic Hessian"):
+            differences[f"{ours} vs {pyscf_name}"] = mean_abs_difference(
+                frequencies[ours], frequencies[pyscf_name])
     for label, value in differences.items():
         print(f"mean |difference| {label}: {value:.2f} cm^-1")
 
-    free_energies = {"PhiSNet (analytic Hessian)": gibbs_free_energy_ev(
+    # PhiSNet's free energy from its analytic-Hessian frequencies.
+    free_energies = {"PhiSNet": gibbs_free_energy_ev(
         frequencies["analytic Hessian"], energies["PhiSNet"], atoms, geometry, symmetry_number,
         args.temperature_k, args.pressure_pa)}
     if "PySCF" in energies:
         free_energies["PySCF"] = gibbs_free_energy_ev(
-            frequencies[names[2]], energies["PySCF"], pyscf_atoms, geometry, symmetry_number,
+            frequencies[pyscf_name], energies["PySCF"], pyscf_atoms, geometry, symmetry_number,
             args.temperature_k, args.pressure_pa)
-    thermal_corrections = {name: free_energies[name] - energies[name.split(" ")[0]]
-                           for name in free_energies}
-    for name in free_energies:
-        print(f"G({args.temperature_k:g} K, {args.pressure_pa:g} Pa) {name}: "
-              f"{free_energies[name]:.4f} eV (G - E_pot = {thermal_corrections[name]:.4f} eV)")
+    thermal_corrections = {name: g - energies[name] for name, g in free_energies.items()}
+    for name, g in free_energies.items():
+        print(f"G({args.temperature_k:g} K, {args.pressure_pa:g} Pa) {name}: {g:.4f} eV "
+              f"(G - E_pot = {thermal_corrections[name]:.4f} eV)")
 
     plot_frequencies(frequencies, args.out / "frequencies.png",
                      f"{atoms.get_chemical_formula()} harmonic frequencies, {model}")

@@ -71,7 +71,7 @@ def test_a_missing_potential_is_a_clear_error(tmp_path):
     # From the command line: one line naming the problem, no traceback.
     command = [sys.executable, str(EXAMPLES / "nvt_ethanol.py"), "--model", "no-such-potential",
                "--out", str(tmp_path)]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert finished.returncode != 0
     assert "error: cannot load model 'no-such-potential'" in finished.stderr
     assert "Traceback" not in finished.stderr
@@ -111,7 +111,7 @@ def test_vibrations_ase_against_pyscf(tmp_path):
     np.testing.assert_allclose(pyscf, [1608, 3690, 3790], atol=25)
     assert results["optimizations"]["PySCF"]["converged"]
     assert all_finite(list(results["mean_abs_difference_cm"].values()))
-    assert set(results["gibbs_free_energy_ev"]) == {"PhiSNet (analytic Hessian)", "PySCF"}
+    assert set(results["gibbs_free_energy_ev"]) == {"PhiSNet", "PySCF"}
 
 
 def test_vibrations_phonopy_matches_ase_and_the_analytic_hessian(tmp_path):
