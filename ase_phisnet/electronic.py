@@ -20,6 +20,19 @@ matrix of a closed shell are
     P = 2 L^{-T} P' L^{-1},    W = 2 L^{-T} P' H' P' L^{-1}    (so E-derivatives have
                                                                PySCF's Tr[P dH] - Tr[W dS] form).
 
+When only first derivatives are needed (forces, not Hessians or force training), the projector
+comes from the eigendecomposition ``H' = C' diag(eps) C'^T`` that is computed anyway,
+``P' = C'_occ C'^T_occ``, with the exact first-order derivative of a spectral projector
+(:class:`OccupiedProjector`)
+
+.. math::
+
+    \bar H' = \sum_{i \in occ, a \in virt} \frac{(C'^T \bar P' C')_{ia}}{\epsilon_i - \epsilon_a}
+               \big(c'_i c'^T_a + c'_a c'^T_i\big),
+
+which again involves only occupied–virtual differences (finite at degenerate occupied
+orbitals). Four matrix products instead of the Newton iteration's ~10 solves and their backward.
+
 Energy (PhiSNet): ``E = E_nuc + 1/2 Tr[P (H_core + H)]``, i.e. ``E_nuc + sum_occ (eps_i +
 (C^T H_core C)_ii)`` over doubly occupied orbitals; exact for Hartree–Fock at convergence.
 """
@@ -93,6 +106,34 @@ def _newton_sign(shifted: torch.Tensor, spectrum: torch.Tensor, max_iterations: 
     return 0.5 * (x + x.transpose(-1, -2))
 
 
+class OccupiedProjector(torch.autograd.Function):
+    """``P' = C_occ C_occ^T`` from a given eigendecomposition of symmetric ``H'``; first
+    derivative only: a backward pass that builds a graph (``create_graph=True``, the start of
+    any higher derivative) is an error, never a silently incomplete number — Hessians and force
+    training take the Newton path (``derivative_order=2``)."""
+
+    @staticmethod
+    def forward(ctx, orthogonal, eigenvalues, eigenvectors, n_occupied: int):
+        occupied = eigenvectors[..., :n_occupied]
+        ctx.save_for_backward(eigenvalues, eigenvectors)
+        ctx.n_occupied = n_occupied
+        return occupied @ occupied.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad_projector):
+        if torch.is_grad_enabled():  # only under create_graph=True
+            raise RuntimeError("the first-order occupied projector cannot be differentiated "
+                               "twice: use derivative_order=2 for higher derivatives")
+        eigenvalues, eigenvectors = ctx.saved_tensors
+        n = ctx.n_occupied
+        occupied, virtual = eigenvectors[..., :n], eigenvectors[..., n:]
+        symmetric = 0.5 * (grad_projector + grad_projector.transpose(-1, -2))
+        coupling = occupied.transpose(-1, -2) @ symmetric @ virtual  # (..., occ, virt)
+        gaps = eigenvalues[..., :n, None] - eigenvalues[..., None, n:]
+        half = occupied @ (coupling / gaps) @ virtual.transpose(-1, -2)
+        return half + half.transpose(-1, -2), None, None, None
+
+
 @dataclass
 class ClosedShellSolution:
     """Solution of ``H C = S C eps`` for a closed shell (tensors keep their autograd graph)."""
@@ -111,12 +152,18 @@ class ClosedShellSolution:
 
 def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occupied: int,
                        min_overlap_eigenvalue: float = 1e-6,
-                       min_gap_eh: float = 1e-6) -> ClosedShellSolution:
+                       min_gap_eh: float = 1e-6,
+                       derivative_order: int = 2) -> ClosedShellSolution:
     """Orbitals, P and W of a closed shell with ``n_occupied`` doubly occupied orbitals.
 
-    ``P`` and ``W`` are differentiable to second order with respect to ``H`` and ``S`` and need
-    only a HOMO–LUMO gap (``> min_gap_eh``); orbitals and energies are returned detached.
+    ``P`` and ``W`` are differentiable with respect to ``H`` and ``S`` and need only a
+    HOMO–LUMO gap (``> min_gap_eh``); orbitals and energies are returned detached. With
+    ``derivative_order=2`` (default) to second order (Newton sign iteration); with ``1`` to
+    first order only (eigendecomposition, :class:`OccupiedProjector`; faster), and a second
+    derivative raises.
     """
+    if derivative_order not in (1, 2):
+        raise ValueError(f"derivative_order must be 1 or 2, got {derivative_order}")
     nao = hamiltonian.shape[-1]
     if not 0 < n_occupied < nao:
         raise ValueError(f"need 0 < n_occupied < nao, got {n_occupied} of {nao}")
@@ -131,8 +178,11 @@ def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occup
         mu = 0.5 * (eps[..., n_occupied] + eps[..., n_occupied - 1])
         orbitals = torch.linalg.solve_triangular(cholesky.transpose(-1, -2), vectors, upper=True)
     eye = torch.eye(nao, dtype=hamiltonian.dtype, device=hamiltonian.device)
-    shifted = orthogonal - mu[..., None, None] * eye
-    projector = 0.5 * (eye - _newton_sign(shifted, eps - mu[..., None]))  # P'
+    if derivative_order == 1:
+        projector = OccupiedProjector.apply(orthogonal, eps, vectors, n_occupied)  # P'
+    else:
+        shifted = orthogonal - mu[..., None, None] * eye
+        projector = 0.5 * (eye - _newton_sign(shifted, eps - mu[..., None]))  # P'
     weighted = projector @ orthogonal @ projector  # P' H' P'
 
     def to_ao(matrix):  # L^-T M L^-1

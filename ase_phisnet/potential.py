@@ -49,13 +49,19 @@ def n_occupied_orbitals(atomic_numbers, charge: int) -> int:
 
 
 def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
-                        positions_bohr: torch.Tensor, n_occupied: int) -> EnergyPrediction:
-    """Total energy (Eh) from a :class:`PhiSNet` forward pass's outputs."""
+                        positions_bohr: torch.Tensor, n_occupied: int,
+                        derivative_order: int = 2) -> EnergyPrediction:
+    """Total energy (Eh) from a :class:`PhiSNet` forward pass's outputs.
+
+    ``derivative_order``: how often the energy may be differentiated (see
+    :func:`~ase_phisnet.electronic.solve_closed_shell`; 1 is faster).
+    """
     missing = {"hamiltonian", "overlap", "core_hamiltonian"} - set(outputs)
     if missing:
         raise ValueError(f"the energy model needs the model to predict {sorted(missing)}")
     hamiltonian, overlap = outputs["hamiltonian"], outputs["overlap"]
-    solution = solve_closed_shell(hamiltonian, overlap, n_occupied)
+    solution = solve_closed_shell(hamiltonian, overlap, n_occupied,
+                                  derivative_order=derivative_order)
     energy = (nuclear_repulsion_eh(atomic_numbers, positions_bohr)
               + band_energy_eh(solution, hamiltonian, outputs["core_hamiltonian"])
               + outputs["energy_correction_eh"])
@@ -64,19 +70,25 @@ def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
 
 
 def predict_energy(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
-                   charge: int = 0) -> EnergyPrediction:
+                   charge: int = 0, derivative_order: int = 2) -> EnergyPrediction:
     """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh."""
     n_occupied = n_occupied_orbitals(atomic_numbers, charge)
     outputs = model(atomic_numbers, positions_bohr)
-    return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied)
+    return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
+                               derivative_order)
 
 
 def energy_and_forces(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
                       charge: int = 0, create_graph: bool = False):
-    """``(prediction, forces (…, A, 3) in Eh/Bohr)`` with forces ``-dE/dR`` by autograd."""
+    """``(prediction, forces (…, A, 3) in Eh/Bohr)`` with forces ``-dE/dR`` by autograd.
+
+    Without ``create_graph`` the forces are the last derivative taken, so the eigensolver's
+    first-order path is used; with it (force training, Hessians) the second-order one.
+    """
     positions = positions_bohr.detach().requires_grad_(True)
     with torch.enable_grad():
-        prediction = predict_energy(model, atomic_numbers, positions, charge)
+        prediction = predict_energy(model, atomic_numbers, positions, charge,
+                                    derivative_order=2 if create_graph else 1)
         (gradient,) = torch.autograd.grad(prediction.energy_eh.sum(), positions,
                                           create_graph=create_graph)
     return prediction, -gradient

@@ -64,7 +64,9 @@ def test_solution_matches_pyscf_and_energy_is_the_rhf_energy(methane_rhf):
     np.testing.assert_allclose(dipole.numpy(), mf.dip_moment(unit="AU", verbose=0), atol=1e-7)
 
 
-def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rhf):
+@pytest.mark.parametrize("derivative_order", [1, 2])
+def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rhf,
+                                                                      derivative_order):
     _, _, mf = methane_rhf
     fock, overlap, hcore = tensors(mf)
     rng = np.random.default_rng(0)
@@ -73,7 +75,8 @@ def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rh
     direction = direction / direction.norm()  # unit size: the energy's curvature is large
 
     def energy(h):
-        return band_energy_eh(solve_closed_shell(h, overlap, 5), h, hcore)
+        return band_energy_eh(solve_closed_shell(h, overlap, 5, derivative_order=derivative_order),
+                              h, hcore)
 
     h = fock.clone().requires_grad_()
     (gradient,) = torch.autograd.grad(energy(h), h)
@@ -85,6 +88,30 @@ def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rh
     eps, vectors = torch.linalg.eigh(h2)
     (vectors[:, :5] @ vectors[:, :5].T).sum().backward()
     assert not torch.isfinite(h2.grad).all()
+
+
+def test_first_order_path_equals_the_newton_path_and_refuses_second_derivatives(methane_rhf):
+    """P' from the eigendecomposition (forces only) and from the Newton sign iteration agree in
+    value and gradient (H and S) at methane's degenerate t2 level; a Hessian must take the
+    Newton path, so differentiating the first-order path twice is an error."""
+    _, _, mf = methane_rhf
+    fock, overlap, hcore = tensors(mf)
+    rng = np.random.default_rng(3)
+    v = torch.tensor(rng.normal(size=overlap.shape))
+    overlap = overlap + 1e-3 * (v + v.T)  # S != its exact value: both derivative terms matter
+    results = []
+    for order in (1, 2):
+        h, s = fock.clone().requires_grad_(), overlap.clone().requires_grad_()
+        solution = solve_closed_shell(h, s, 5, derivative_order=order)
+        e = band_energy_eh(solution, h, hcore)
+        results.append((e.detach(), solution.energy_weighted_density_matrix.detach(),
+                        *torch.autograd.grad(e, (h, s))))
+    for first, second in zip(*results):
+        torch.testing.assert_close(first, second, rtol=0, atol=1e-10)
+    h = fock.clone().requires_grad_()
+    e = band_energy_eh(solve_closed_shell(h, overlap, 5, derivative_order=1), h, hcore)
+    with pytest.raises(RuntimeError, match="derivative_order=2"):
+        torch.autograd.grad(e, h, create_graph=True)
 
 
 def test_second_derivative_matches_finite_differences_of_the_gradient(methane_rhf):

@@ -10,6 +10,7 @@ from ase.units import Bohr
 from e3nn import o3
 
 from ase_phisnet.errors import ModelFileError, UnsupportedElementError
+from ase_phisnet.layers import DepthwiseTensorProduct, equivariant_linear, mmajor_permutation
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
 
 SMALL = dict(channels=(8, 4, 4, 2, 2), num_layers=2, num_radial=8, radial_hidden=16)
@@ -150,3 +151,55 @@ def test_tracegrad_inference_without_autograd_equals_training_mode():
     for key, value in with_graph.items():
         assert not without[key].requires_grad
         torch.testing.assert_close(without[key], value.detach(), rtol=0, atol=1e-13)
+
+
+def test_mmajor_linear_is_e3nn_linear_with_the_same_weights():
+    """The network evaluates e3nn's o3.Linear from its own weights on m-major features."""
+    irreps_in = o3.Irreps("5x0e + 3x1o + 2x2e + 4x1e")
+    irreps_out = o3.Irreps("2x0e + 4x1o + 3x2e + 1x3o")
+    torch.manual_seed(0)
+    linear = o3.Linear(irreps_in, irreps_out).to(torch.float64)
+    x = torch.randn(2, 7, irreps_in.dim, dtype=torch.float64)
+    expected = linear(x)[..., mmajor_permutation(irreps_out)]
+    got = equivariant_linear(linear, x[..., mmajor_permutation(irreps_in)])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-13)
+    # several linears side by side: per type (2l+1, linear, channel)
+    other = o3.Linear(irreps_in, irreps_out).to(torch.float64)
+    both = equivariant_linear([linear, other], x[..., mmajor_permutation(irreps_in)])
+    start = 0
+    for mul, ir in irreps_out:
+        chunk = both[..., start : start + 2 * mul * ir.dim].reshape(2, 7, ir.dim, 2, mul)
+        for k, lin in enumerate((linear, other)):
+            ref = lin(x)[..., irreps_out.slices()[list(irreps_out).index((mul, ir))]]
+            torch.testing.assert_close(chunk[..., k, :], ref.reshape(2, 7, mul, ir.dim)
+                                       .transpose(-1, -2), rtol=0, atol=1e-13)
+        start += 2 * mul * ir.dim
+
+
+def test_depthwise_tensor_product_is_its_defining_sum():
+    """z_{e,(l1 l2 L), u, M} = w sqrt(2L+1) sum C^{l1 l2 L}_{m1 m2 M} x_{e u m1} Y_{e m2}."""
+    irreps_in, irreps_sh = o3.Irreps("3x0e + 2x1o + 2x2e"), o3.Irreps.spherical_harmonics(2)
+    product = DepthwiseTensorProduct(irreps_in, irreps_sh, allowed_ls=(0, 1, 2))
+    rng = torch.Generator().manual_seed(0)
+    n_edges = 4
+    x = torch.randn(n_edges, irreps_in.dim, generator=rng, dtype=torch.float64)  # e3nn layout
+    sh = torch.randn(n_edges, irreps_sh.dim, generator=rng, dtype=torch.float64)
+    w = torch.randn(n_edges, product.weight_numel, generator=rng, dtype=torch.float64)
+    outputs = {}  # type -> list of (E, 2L+1) channels in (block, path, u) order
+    w_offset = 0
+    for (mul, ir_in), x_slice in zip(irreps_in, irreps_in.slices()):
+        block = x[:, x_slice].reshape(n_edges, mul, ir_in.dim)
+        paths = [(ir_sh, sh_slice, ir_out) for (_, ir_sh), sh_slice in
+                 zip(irreps_sh, irreps_sh.slices()) for ir_out in ir_in * ir_sh
+                 if ir_out.l <= 2]
+        for p, (ir_sh, sh_slice, ir_out) in enumerate(paths):
+            cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
+            z = torch.einsum("ijk,eui,ej->euk", cg, block, sh[:, sh_slice]) * ir_out.dim ** 0.5
+            z = z * w[:, w_offset + p * mul : w_offset + (p + 1) * mul, None]
+            outputs.setdefault(ir_out, []).extend(z.unbind(1))
+        w_offset += len(paths) * mul
+    expected = torch.cat([torch.stack(outputs[ir], dim=-1).reshape(n_edges, -1)
+                          for _, ir in product.irreps_out], dim=-1)  # m-major
+    weights = w.index_select(-1, product._constants.get("w_index", w))
+    got = product(x[:, mmajor_permutation(irreps_in)], product.couple(sh), weights)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-13)
