@@ -1,0 +1,141 @@
+"""Transfer learning: fine-tune the energy path of a DFT-trained potential on a higher level.
+
+The model's energy is ``E = E_nuc + 1/2 Tr[P (H_core + H)] + sum_i (e_Z(i) + phi(x_i))``
+(:mod:`ase_phisnet.potential`). Fine-tuning on a few hundred coupled-cluster energies and
+forces keeps the network and its predicted H, S and core H (still the DFT ones, so orbitals,
+charges and warm starts are unchanged) and trains only the *energy path beyond the matrices*:
+the element energies ``e_Z`` (first refitted by least squares to the new level's mean offset)
+and the atomwise MLP ``phi``. The correction learns ``E_high - E_DFT``, a smooth function of
+the geometry, which a small training set constrains.
+
+Loss per batch, with ``sigma_E``, ``sigma_F`` the standard deviations of the training
+references: ``w_E (MSE_E / sigma_E^2 + MAE_E / sigma_E) + w_F (MSE_F / sigma_F^2 + MAE_F /
+sigma_F)``; Adam; the weights with the lowest validation loss are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ase_phisnet.model import PhiSNet
+from ase_phisnet.potential import energy_and_forces
+
+log = logging.getLogger(__name__)
+
+#: Parameter-name prefixes of the energy path beyond the matrices.
+ENERGY_PATH_PARAMETERS = ("energy_mlp.", "element_energy_eh")
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Fine-tuning settings (units: learning rate per step, weights dimensionless)."""
+
+    epochs: int = 60
+    learning_rate: float = 2e-3
+    batch_size: int = 10
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError("epochs and batch_size must be >= 1, learning_rate > 0")
+
+
+def predict_energies_forces(model: PhiSNet, atomic_numbers, positions_bohr, batch_size=10):
+    """``(energies (n,) Eh, forces (n, N, 3) Eh/Bohr)`` of ``model`` for geometries of one
+    molecule, as NumPy float64."""
+    dtype = next(model.parameters()).dtype
+    energies, forces = [], []
+    for first in range(0, len(positions_bohr), batch_size):
+        xyz = torch.as_tensor(np.asarray(positions_bohr[first:first + batch_size]), dtype=dtype)
+        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz)
+        energies.append(prediction.energy_eh.detach().double().numpy())
+        forces.append(batch_forces.detach().double().numpy())
+    return np.concatenate(energies), np.concatenate(forces)
+
+
+def refit_element_energies(model: PhiSNet, atomic_numbers, positions_bohr, energy_eh) -> None:
+    """Shift ``e_Z`` by the least-squares per-element offset between the references and the
+    model's energies (for one molecule: all offsets share one composition, so the minimum-norm
+    solution spreads the mean offset over the elements in proportion to their counts)."""
+    predicted, _ = predict_energies_forces(model, atomic_numbers, positions_bohr)
+    species = model.species(atomic_numbers).cpu().numpy()
+    counts = np.bincount(species, minlength=len(model.atomic_numbers)).astype(float)
+    design = np.tile(counts, (len(predicted), 1))
+    shift, *_ = np.linalg.lstsq(design, np.asarray(energy_eh) - predicted, rcond=None)
+    with torch.no_grad():
+        model.element_energy_eh += torch.as_tensor(shift, dtype=model.element_energy_eh.dtype)
+
+
+def _scaled(difference, sigma):
+    return difference.pow(2).mean() / sigma**2 + difference.abs().mean() / sigma
+
+
+def fine_tune_energy_path(model: PhiSNet, atomic_numbers, train_positions_bohr, train_energy_eh,
+                          train_forces_eh_per_bohr, validation_positions_bohr,
+                          validation_energy_eh, validation_forces_eh_per_bohr,
+                          config: FineTuneConfig = FineTuneConfig()):
+    """Fine-tune ``model``'s energy path (in place) and return ``(model, history)``.
+
+    Only the parameters named by :data:`ENERGY_PATH_PARAMETERS` change; the model ends with the
+    weights of the best validation epoch.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    dtype = next(model.parameters()).dtype
+    z = torch.as_tensor(atomic_numbers)
+
+    def tensors(*arrays):
+        return [torch.as_tensor(np.asarray(a), dtype=dtype) for a in arrays]
+
+    train = tensors(train_positions_bohr, train_energy_eh, train_forces_eh_per_bohr)
+    validation = tensors(validation_positions_bohr, validation_energy_eh,
+                         validation_forces_eh_per_bohr)
+    refit_element_energies(model, z, train_positions_bohr, train_energy_eh)
+    trainable = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(ENERGY_PATH_PARAMETERS))
+        if parameter.requires_grad:
+            trainable.append(parameter)
+    sigma_e = max(float(train[1].std()), 1e-5)
+    sigma_f = float(train[2].std())
+    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
+
+    def loss_of(positions, energy, forces):
+        prediction, predicted_forces = energy_and_forces(model, z, positions, create_graph=True)
+        return (config.energy_weight * _scaled(prediction.energy_eh - energy, sigma_e)
+                + config.force_weight * _scaled(predicted_forces - forces, sigma_f))
+
+    def validation_loss():
+        total = 0.0
+        for first in range(0, len(validation[0]), config.batch_size):
+            part = [t[first:first + config.batch_size] for t in validation]
+            prediction, predicted_forces = energy_and_forces(model, z, part[0])
+            total += len(part[0]) * float(
+                config.energy_weight * _scaled(prediction.energy_eh.detach() - part[1], sigma_e)
+                + config.force_weight * _scaled(predicted_forces.detach() - part[2], sigma_f))
+        return total / len(validation[0])
+
+    best = (validation_loss(), copy.deepcopy(model.state_dict()))
+    history = [{"epoch": 0, "validation_loss": best[0]}]
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(len(train[0]), generator=generator)
+        for first in range(0, len(order), config.batch_size):
+            index = order[first:first + config.batch_size]
+            optimizer.zero_grad()
+            loss_of(*(t[index] for t in train)).backward()
+            optimizer.step()
+        loss = validation_loss()
+        history.append({"epoch": epoch, "validation_loss": loss})
+        log.info("fine-tune epoch %d: validation loss %.4g", epoch, loss)
+        if loss < best[0]:
+            best = (loss, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[1])
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model, history
