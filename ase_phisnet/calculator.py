@@ -59,6 +59,8 @@ class PhiSNetCalculator(Calculator):
             path, or a :class:`PhiSNet` instance.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         dtype: ``"float64"`` (default; exact derivatives for MD and vibrations) or ``"float32"``.
+        network_dtype: dtype of the network alone (default: ``dtype``); ``"float32"`` with
+            ``dtype="float64"`` runs the network in float32 and the eigensolver in float64.
         charge: Total charge in e (closed shells only).
         basis: Optional basis the caller expects; a mismatch with the model is an error.
     """
@@ -67,15 +69,17 @@ class PhiSNetCalculator(Calculator):
     default_parameters = {"charge": 0}
 
     def __init__(self, model="water-pbe-def2svp", device="cpu", dtype="float64", charge=0,
-                 basis: str | None = None, **kwargs):
+                 basis: str | None = None, network_dtype: str | None = None, **kwargs):
         super().__init__(charge=charge, **kwargs)
-        if dtype not in DTYPES:
-            raise PhiSNetSetupError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        network_dtype = dtype if network_dtype is None else network_dtype
+        for value in (dtype, network_dtype):
+            if value not in DTYPES:
+                raise PhiSNetSetupError(f"dtype must be one of {sorted(DTYPES)}, got {value!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device, self.dtype = torch.device(device), DTYPES[dtype]
         self.model, metadata = self._load(model)
-        self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.model.to(device=self.device, dtype=DTYPES[network_dtype]).eval()
         if basis is not None and basis.lower() != self.model.config.basis:
             raise PhiSNetSetupError(f"basis mismatch: the model predicts {self.model.config.basis}"
                                     f" matrices, {basis!r} was asked for")

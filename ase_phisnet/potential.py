@@ -71,9 +71,17 @@ def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
 
 def predict_energy(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
                    charge: int = 0, derivative_order: int = 2) -> EnergyPrediction:
-    """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh."""
+    """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh.
+
+    The network runs in its parameters' dtype; the matrices are cast to the positions' dtype
+    for the eigensolver and energy (a float32 network with a float64 eigensolver is faster
+    and keeps the energy's derivative consistent at the float32 level of the matrices).
+    """
     n_occupied = n_occupied_orbitals(atomic_numbers, charge)
-    outputs = model(atomic_numbers, positions_bohr)
+    network_dtype = next(model.parameters()).dtype
+    outputs = model(atomic_numbers, positions_bohr.to(network_dtype))
+    if network_dtype != positions_bohr.dtype:  # e.g. float32 network, float64 eigensolver
+        outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
     return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
                                derivative_order)
 
