@@ -8,6 +8,11 @@ Log columns (one row per logged step, ASE units)::
 
     step  time_fs  epot_ev  ekin_ev  etot_ev  temperature_k  homo_lumo_gap_ev
 
+Temperature: ``T = 2 E_kin / (f k_B)`` with ``f`` the degrees of freedom the run actually has:
+``3N - 6`` (``3N - 5`` linear) in NVE, where the initial velocities carry no net momentum or
+angular momentum and both are conserved, and ``3N - 3`` in NVT, where only the centre of mass
+is fixed. The initial velocities are rescaled to exactly ``temperature_k`` on that count.
+
 Energy drift (NVE): the slope of a least-squares line through the total energy against time,
 per atom, in eV/atom/ps; the fluctuation is the standard deviation of the total energy about
 that line, per atom.
@@ -83,14 +88,16 @@ class MDSummary:
         return asdict(self)
 
     def text(self) -> str:
+        drift = (f"total-energy drift {self.energy_drift_ev_per_atom_per_ps:.2e} eV/atom/ps, "
+                 f"fluctuation {self.energy_fluctuation_ev_per_atom:.2e} eV/atom")
         lines = [
             f"{self.ensemble.upper()}: {self.steps} steps, {self.simulated_ps:.3f} ps of "
             f"{self.n_atoms} atoms in {self.wall_time_s:.1f} s ({self.steps_per_s:.1f} steps/s)",
             f"mean temperature {self.mean_temperature_k:.1f} K; HOMO-LUMO gap mean "
             f"{self.mean_homo_lumo_gap_ev:.3f} eV, min {self.min_homo_lumo_gap_ev:.3f} eV",
-            f"total-energy drift {self.energy_drift_ev_per_atom_per_ps:.2e} eV/atom/ps, "
-            f"fluctuation {self.energy_fluctuation_ev_per_atom:.2e} eV/atom",
         ]
+        if self.ensemble == "nve":  # a thermostat exchanges energy: no conservation to report
+            lines.append(drift)
         return "\n".join(lines)
 
 
@@ -103,13 +110,36 @@ def energy_drift(time_ps: np.ndarray, total_energy_ev: np.ndarray, n_atoms: int)
     return float(slope / n_atoms), float(residual.std() / n_atoms)
 
 
-def initialize_velocities(atoms: Atoms, temperature_k: float, seed: int) -> None:
-    """Maxwell–Boltzmann velocities at ``temperature_k`` without net translation or rotation."""
+def degrees_of_freedom(atoms: Atoms, ensemble: Ensemble) -> int:
+    """Kinetic degrees of freedom: ``3N - 3`` (NVT, centre of mass fixed) or ``3N - 6`` /
+    ``3N - 5`` for linear molecules (NVE, no net translation or rotation)."""
+    n = len(atoms)
+    if ensemble == "nvt":
+        return max(3 * n - 3, 1)
+    if n == 1:
+        return 1
+    centred = atoms.positions - atoms.get_center_of_mass()
+    linear = n == 2 or np.linalg.svd(centred, compute_uv=False)[1] < 1e-3
+    return max(3 * n - (5 if linear else 6), 1)
+
+
+def temperature_k(atoms: Atoms, ensemble: Ensemble) -> float:
+    """``2 E_kin / (f k_B)`` in K with ``f`` from :func:`degrees_of_freedom`."""
+    return 2 * atoms.get_kinetic_energy() / (degrees_of_freedom(atoms, ensemble) * units.kB)
+
+
+def initialize_velocities(atoms: Atoms, temperature: float, seed: int,
+                          ensemble: Ensemble = "nve") -> None:
+    """Maxwell–Boltzmann velocities without net translation or rotation, rescaled so that
+    :func:`temperature_k` is exactly ``temperature`` (K)."""
     rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature_K=temperature_k, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     if len(atoms) > 1:
         ZeroRotation(atoms)
+    current = temperature_k(atoms, ensemble)
+    if current > 0:
+        atoms.set_momenta(atoms.get_momenta() * np.sqrt(temperature / current))
 
 
 def make_integrator(atoms: Atoms, settings: MDSettings):
@@ -135,17 +165,18 @@ def run_md(atoms: Atoms, settings: MDSettings, trajectory_path=None, log_path=No
     if atoms.calc is None:
         raise ValueError("attach a calculator to the atoms first")
     if initialize:
-        initialize_velocities(atoms, settings.temperature_k, settings.seed)
+        initialize_velocities(atoms, settings.temperature_k, settings.seed, settings.ensemble)
     dynamics = make_integrator(atoms, settings)
     rows = []
     n_atoms = len(atoms)
+    kinetic_to_kelvin = 2 / (degrees_of_freedom(atoms, settings.ensemble) * units.kB)
 
     def record():
         epot = atoms.get_potential_energy()
         ekin = atoms.get_kinetic_energy()
         homo, lumo = atoms.calc.get_homo_lumo()
         rows.append((dynamics.nsteps, dynamics.nsteps * settings.timestep_fs, epot, ekin,
-                     epot + ekin, ekin / (1.5 * units.kB * n_atoms), lumo - homo))
+                     epot + ekin, ekin * kinetic_to_kelvin, lumo - homo))
 
     dynamics.attach(record, interval=settings.log_interval)
     writer = None

@@ -38,7 +38,7 @@ def test_md_command(tmp_path, capsys, ensemble):
     assert main(["md", "--ensemble", ensemble, "--steps", "6", "--out", str(prefix),
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert f"{ensemble.upper()}: 6 steps" in out and "drift" in out
+    assert f"{ensemble.upper()}: 6 steps" in out and ("drift" in out) == (ensemble == "nve")
     frames = read(f"{prefix}.traj", ":")
     assert len(frames) == 7 and frames[-1].get_chemical_formula() == "H2O"
     log = np.loadtxt(f"{prefix}.log")
@@ -52,3 +52,17 @@ def test_md_settings_are_validated():
         MDSettings(ensemble="npt")
     with pytest.raises(ValueError, match="timestep_fs"):
         MDSettings(timestep_fs=0)
+
+
+@pytest.mark.parametrize("ensemble,dof", [("nve", 3), ("nvt", 6)])
+def test_initial_temperature_counts_the_real_degrees_of_freedom(ensemble, dof):
+    from ase.units import kB
+
+    from ase_phisnet.md import degrees_of_freedom, initialize_velocities
+
+    atoms = molecule("H2O")
+    assert degrees_of_freedom(atoms, ensemble) == dof
+    assert degrees_of_freedom(molecule("CO2"), "nve") == 4
+    initialize_velocities(atoms, 300.0, seed=0, ensemble=ensemble)
+    assert 2 * atoms.get_kinetic_energy() / (dof * kB) == pytest.approx(300.0)
+    assert np.allclose(atoms.get_momenta().sum(0), 0, atol=1e-12)
