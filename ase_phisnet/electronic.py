@@ -1,4 +1,4 @@
-"""Closed-shell electronic structure from predicted H and S, differentiable to second order.
+r"""Closed-shell electronic structure from predicted H and S, differentiable to second order.
 
 Atomic units throughout (Hartree, Bohr, e). Shapes: ``(..., nao, nao)`` with any batch prefix.
 
@@ -8,7 +8,7 @@ depends on the occupied orbitals only through the **occupied projector**
 
 .. math::
 
-    P' = C'_{occ} C'^T_{occ} = \\tfrac12 \\big(I - \\mathrm{sign}(H' - \\mu I)\\big),
+    P' = C'_{occ} C'^T_{occ} = \tfrac12 \big(I - \mathrm{sign}(H' - \mu I)\big),
 
 with ``mu`` in the HOMO–LUMO gap. The matrix sign is computed by the scaled Newton iteration
 ``X <- (c X + (c X)^{-1}) / 2`` — rational functions of ``H'``, so autograd gives exact first and
