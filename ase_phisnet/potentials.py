@@ -73,6 +73,40 @@ def potential_path(name: str) -> str:
     return str(weights)
 
 
+#: The molecule each potential was trained on, by chemical formula in Hill order (what
+#: ``Atoms.get_chemical_formula()`` returns); a potential counts only once it is shipped.
+_POTENTIALS_BY_FORMULA = {"H2O": "water-pbe-def2svp", "C2H6O": "ethanol-pbe-def2svp"}
+
+
+def default_potential(atoms_or_formula) -> str:
+    """Name of the shipped potential trained on a molecule, for ``PhiSNetCalculator(model=...)``.
+
+    ``atoms_or_formula``: an ASE ``Atoms`` or a chemical formula (``"H2O"``; any order of the
+    elements, ``"CH3CH2OH"`` and ``"C2H6O"`` alike). Molecules are matched by formula alone, so
+    isomers share a potential (dimethyl ether gets the ethanol one). Raises
+    :class:`~ase_phisnet.errors.ModelFileError`, naming what is shipped, when no shipped
+    potential was trained on that formula.
+    """
+    from ase.formula import Formula
+
+    if isinstance(atoms_or_formula, str):
+        try:
+            formula = Formula(atoms_or_formula).format("hill")
+        except ValueError:
+            formula = atoms_or_formula
+    else:
+        formula = atoms_or_formula.get_chemical_formula()
+    name = _POTENTIALS_BY_FORMULA.get(formula)
+    shipped = [entry["name"] for entry in list_potentials()]
+    if name in shipped:
+        return name
+    trained_on = {potential: f for f, potential in _POTENTIALS_BY_FORMULA.items()}
+    listing = ", ".join(f"{n} ({trained_on.get(n, '?')})" for n in shipped) or "none yet"
+    planned = f" ({name} is not shipped yet)" if name else ""
+    raise ModelFileError(f"no shipped potential for {formula}{planned}; shipped: {listing}; "
+                         "pass a model file or name")
+
+
 def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs: list[str],
                    generate_command: str, hardware: str, notes: str = "",
                    out_dir: str = "potentials") -> dict:

@@ -17,9 +17,7 @@ Run (seconds for water with the defaults):
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -28,30 +26,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import _common  # md_examples/_common.py: shared options, BFGS, results file
 import matplotlib.pyplot as plt
 import numpy as np
-from ase.build import molecule
-from ase.calculators.calculator import CalculatorSetupError
-from ase.io import read
-from ase.optimize import BFGS
 from ase.vibrations import Infrared
 
 from ase_phisnet import PhiSNetCalculator
-
-SCRIPT = Path(__file__).resolve()
-#: Shipped potential used when --model is not given, by molecule name.
-DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
+from ase_phisnet.potentials import default_potential
+from ase_phisnet.sampling import resolve_molecule
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
-    parser.add_argument("--model", default=None,
-                        help="shipped potential name or model file (default: the shipped "
-                        "potential of --molecule)")
-    parser.add_argument("--fmax", type=float, default=0.001,
-                        help="BFGS force threshold before the vibrations (eV/Å)")
-    parser.add_argument("--max-steps", type=int, default=300, help="BFGS step limit")
+def parse_args(argv=None):
+    parser = _common.argument_parser(__doc__)
+    _common.add_bfgs_arguments(parser, fmax=0.001, before="the vibrations")
     parser.add_argument("--delta-ang", type=float, default=0.01,
                         help="finite-difference displacement (Å)")
     parser.add_argument("--width-cm", type=float, default=20.0,
@@ -59,24 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--start-cm", type=float, default=400.0, help="spectrum start (cm^-1)")
     parser.add_argument("--end-cm", type=float, default=None,
                         help="spectrum end (cm^-1; default: highest frequency + 500)")
-    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
-                        help="output folder")
-    return parser.parse_args(argv)
-
-
-def load_molecule(name_or_path: str):
-    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
-    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
-    atoms.pbc = False
-    return atoms
-
-
-def model_for(args) -> str:
-    if args.model is not None:
-        return args.model
-    if args.molecule not in DEFAULT_MODELS:
-        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
-    return DEFAULT_MODELS[args.molecule]
+    return _common.parse_args(parser, argv, __file__)
 
 
 def plot_spectrum(wavenumbers_cm, spectrum_km_mol, frequencies_cm, intensities_km_mol,
@@ -91,19 +61,14 @@ def plot_spectrum(wavenumbers_cm, spectrum_km_mol, frequencies_cm, intensities_k
     axes.set_ylim(bottom=0)
     axes.legend()
     axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _common.save_figure(figure, path)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = model_for(args)
-    atoms = load_molecule(args.molecule)
-    atoms.calc = PhiSNetCalculator(model=model)
-    optimizer = BFGS(atoms, logfile=None)
-    converged = bool(optimizer.run(fmax=args.fmax, steps=args.max_steps))
+    atoms = resolve_molecule(args.molecule)
+    model = args.model or default_potential(atoms)
+    bfgs = _common.relax(atoms, PhiSNetCalculator(model=model), args.fmax, args.max_steps)
     n_vibrations = 3 * len(atoms) - 6  # nonlinear molecules
 
     with tempfile.TemporaryDirectory() as cache:  # ASE caches displaced forces/dipoles on disk
@@ -123,8 +88,8 @@ def main(argv=None) -> dict:
         start=args.start_cm, end=end_cm, npts=int(end_cm - args.start_cm) + 1,
         width=args.width_cm, type="Lorentzian")
 
-    print(f"{atoms.get_chemical_formula()} with {model}: BFGS {optimizer.nsteps} steps "
-          f"(converged {converged}); static dipole {infrared.dipole_zero:.3f} D")
+    print(f"{atoms.get_chemical_formula()} with {model}: BFGS {bfgs['steps']} steps "
+          f"(converged {bfgs['converged']}); static dipole {infrared.dipole_zero:.3f} D")
     print(f"{'mode':>4} {'cm^-1':>10} {'(D/Å)^2/amu':>13} {'km/mol':>10}")
     for mode, (frequency, intensity, intensity_km) in enumerate(
             zip(frequencies_cm, intensities, intensities_km_mol), 1):
@@ -135,22 +100,18 @@ def main(argv=None) -> dict:
                   f"IR spectrum of {atoms.get_chemical_formula()}, {model}")
     results = {
         "molecule": args.molecule, "model": model,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "bfgs_steps": optimizer.nsteps, "bfgs_converged": converged,
+        "settings": _common.settings(args),
+        "bfgs_steps": bfgs["steps"], "bfgs_converged": bfgs["converged"],
         "static_dipole_debye": float(infrared.dipole_zero),
         "frequencies_cm": frequencies_cm.tolist(),
         "imaginary_modes": int(np.count_nonzero(frequencies.imag != 0)),
         "intensities_debye2_per_ang2_amu": intensities.tolist(),
         "intensities_km_per_mol": intensities_km_mol.tolist(),
     }
-    with open(args.out / "results.json", "w") as handle:
-        json.dump(results, handle, indent=2)
+    _common.write_results(results, args.out)
     print(f"wrote {args.out}")
     return results
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CalculatorSetupError as error:
-        sys.exit(f"error: {error}")
+    _common.run(main)

@@ -17,36 +17,24 @@ Run (about 13 min on a 2-core CPU with the defaults: ~26 steps/s):
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import _common  # md_examples/_common.py: shared options, results file
 import matplotlib.pyplot as plt
 import numpy as np
-from ase.build import molecule
-from ase.calculators.calculator import CalculatorSetupError
-from ase.io import read
 
 from ase_phisnet import PhiSNetCalculator
 from ase_phisnet.md import MDSettings, plot_log, run_md
-
-SCRIPT = Path(__file__).resolve()
-#: Shipped potential used when --model is not given, by molecule name.
-DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
+from ase_phisnet.potentials import default_potential
+from ase_phisnet.sampling import resolve_molecule
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
-    parser.add_argument("--model", default=None,
-                        help="shipped potential name or model file (default: the shipped "
-                        "potential of --molecule)")
+def parse_args(argv=None):
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--steps", type=int, default=20000, help="MD steps (default 20000 = 10 ps)")
     parser.add_argument("--timestep-fs", type=float, default=0.5)
     parser.add_argument("--temperature-k", type=float, default=300.0,
@@ -55,24 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="steps between log rows and trajectory frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial velocities")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
-                        help="output folder")
-    return parser.parse_args(argv)
-
-
-def load_molecule(name_or_path: str):
-    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
-    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
-    atoms.pbc = False
-    return atoms
-
-
-def model_for(args) -> str:
-    if args.model is not None:
-        return args.model
-    if args.molecule not in DEFAULT_MODELS:
-        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
-    return DEFAULT_MODELS[args.molecule]
+    return _common.parse_args(parser, argv, __file__)
 
 
 def plot_energy_conservation(log: np.ndarray, n_atoms: int, drift_ev_per_atom_per_ps: float,
@@ -89,16 +60,13 @@ def plot_energy_conservation(log: np.ndarray, n_atoms: int, drift_ev_per_atom_pe
     axes.set_ylabel("E_tot - E_tot(0) (meV/atom)")
     axes.legend()
     axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _common.save_figure(figure, path)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = model_for(args)
-    atoms = load_molecule(args.molecule)
+    atoms = resolve_molecule(args.molecule)
+    model = args.model or default_potential(atoms)
     atoms.calc = PhiSNetCalculator(model=model)
     settings = MDSettings(ensemble="nve", temperature_k=args.temperature_k,
                           timestep_fs=args.timestep_fs, steps=args.steps,
@@ -114,15 +82,11 @@ def main(argv=None) -> dict:
     results = {"molecule": args.molecule, "model": model, "settings": asdict(settings),
                **summary.to_dict(),
                "total_energy_range_ev_per_atom": float(np.ptp(log[:, 4]) / len(atoms))}
-    with open(args.out / "results.json", "w") as handle:
-        json.dump(results, handle, indent=2)
+    _common.write_results(results, args.out)
     print(f"total-energy range {results['total_energy_range_ev_per_atom']:.2e} eV/atom; "
           f"wrote {args.out}")
     return results
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CalculatorSetupError as error:
-        sys.exit(f"error: {error}")
+    _common.run(main)

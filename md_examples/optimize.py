@@ -19,64 +19,33 @@ Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes se
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import os
-import sys
-import time
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import _common  # md_examples/_common.py: shared options, BFGS, results file
 import matplotlib.pyplot as plt
 import numpy as np
-from ase.build import minimize_rotation_and_translation, molecule
-from ase.calculators.calculator import CalculatorSetupError
-from ase.io import read
+from ase.build import minimize_rotation_and_translation
 from ase.neighborlist import NeighborList, natural_cutoffs
-from ase.optimize import BFGS
 
 from ase_phisnet import PhiSNetCalculator
-
-SCRIPT = Path(__file__).resolve()
-#: Shipped potential used when --model is not given, by molecule name.
-DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
+from ase_phisnet.potentials import default_potential
+from ase_phisnet.sampling import resolve_molecule
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
-    parser.add_argument("--model", default=None,
-                        help="shipped potential name or model file (default: the shipped "
-                        "potential of --molecule)")
+def parse_args(argv=None):
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--distortion-ang", type=float, default=0.1,
                         help="standard deviation of the random start displacement (Å)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random displacement")
-    parser.add_argument("--fmax", type=float, default=0.01, help="BFGS force threshold (eV/Å)")
-    parser.add_argument("--max-steps", type=int, default=300, help="BFGS step limit")
+    _common.add_bfgs_arguments(parser, fmax=0.01)
     parser.add_argument("--xc", default="pbe", help="PySCF functional of the reference")
     parser.add_argument("--basis", default="def2-svp", help="PySCF basis of the reference")
     parser.add_argument("--no-pyscf", action="store_true", help="skip the PySCF optimization")
-    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
-                        help="output folder")
-    return parser.parse_args(argv)
-
-
-def load_molecule(name_or_path: str):
-    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
-    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
-    atoms.pbc = False
-    return atoms
-
-
-def model_for(args) -> str:
-    if args.model is not None:
-        return args.model
-    if args.molecule not in DEFAULT_MODELS:
-        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
-    return DEFAULT_MODELS[args.molecule]
+    return _common.parse_args(parser, argv, __file__)
 
 
 def bonds_and_angles(atoms) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
@@ -89,23 +58,6 @@ def bonds_and_angles(atoms) -> tuple[list[tuple[int, int]], list[tuple[int, int,
         bonds += [(centre, j) for j in bonded if centre < j]
         angles += [(i, centre, k) for i, k in itertools.combinations(bonded, 2)]
     return bonds, angles
-
-
-def relax(atoms, calculator, fmax: float, max_steps: int) -> dict:
-    """BFGS of ``atoms`` in place; returns steps, convergence, wall time and per-step history."""
-    atoms.calc = calculator
-    optimizer = BFGS(atoms, logfile=None)
-    history = {"energy_ev": [], "fmax_ev_per_ang": []}
-
-    def record():
-        history["energy_ev"].append(float(atoms.get_potential_energy()))
-        history["fmax_ev_per_ang"].append(float(np.linalg.norm(atoms.get_forces(), axis=1).max()))
-
-    optimizer.attach(record, interval=1)
-    start = time.perf_counter()
-    converged = bool(optimizer.run(fmax=fmax, steps=max_steps))
-    return {"steps": optimizer.nsteps, "converged": converged,
-            "wall_time_s": time.perf_counter() - start, **history}
 
 
 def geometry_table(results_by_method: dict, atoms, bonds, angles) -> list[dict]:
@@ -153,9 +105,7 @@ def plot_convergence(runs: dict, fmax: float, path: Path) -> None:
     energy_axes.set_xlabel("BFGS step")
     energy_axes.set_ylabel("E - E_final (eV)")
     energy_axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _common.save_figure(figure, path)
 
 
 def plot_differences(rows: list[dict], path: Path) -> None:
@@ -171,16 +121,13 @@ def plot_differences(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(f"PhiSNet - PySCF ({unit})")
     axes[0, 0].set_title("bond lengths")
     axes[0, 1].set_title("bond angles")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _common.save_figure(figure, path)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = model_for(args)
-    reference = load_molecule(args.molecule)
+    reference = resolve_molecule(args.molecule)
+    model = args.model or default_potential(reference)
     bonds, angles = bonds_and_angles(reference)
     start = reference.copy()
     rng = np.random.default_rng(args.seed)
@@ -195,15 +142,14 @@ def main(argv=None) -> dict:
     minima, runs = {}, {}
     for name, calculator in calculators.items():
         atoms = start.copy()
-        runs[name] = relax(atoms, calculator, args.fmax, args.max_steps)
+        runs[name] = _common.relax(atoms, calculator, args.fmax, args.max_steps, history=True)
         minima[name] = atoms
         print(f"{name}: {runs[name]['steps']} BFGS steps, converged {runs[name]['converged']}, "
               f"{runs[name]['wall_time_s']:.1f} s, E = {runs[name]['energy_ev'][-1]:.6f} eV")
 
     rows = geometry_table(minima, reference, bonds, angles)
-    results = {"molecule": args.molecule, "model": model, "settings": {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "optimizations": runs}
+    results = {"molecule": args.molecule, "model": model, "settings": _common.settings(args),
+               "optimizations": runs}
     if "PySCF" in minima:
         for row in rows:
             row["difference"] = row["PhiSNet"] - row["PySCF"]
@@ -225,14 +171,10 @@ def main(argv=None) -> dict:
         print(f"RMSD after superposition {results['rmsd_ang']:.4f} Å; mean |bond difference| "
               f"{results['bond_mean_abs_difference_ang']:.4f} Å")
     plot_convergence(runs, args.fmax, args.out / "bfgs_convergence.png")
-    with open(args.out / "results.json", "w") as handle:
-        json.dump(results, handle, indent=2)
+    _common.write_results(results, args.out)
     print(f"wrote {args.out}")
     return results
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CalculatorSetupError as error:
-        sys.exit(f"error: {error}")
+    _common.run(main)

@@ -28,45 +28,27 @@ Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes se
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import _common  # md_examples/_common.py: shared options, BFGS, frequency plot, results file
 import numpy as np
 from ase import units
-from ase.build import molecule
-from ase.calculators.calculator import CalculatorSetupError
-from ase.io import read
-from ase.optimize import BFGS
 from ase.thermochemistry import IdealGasThermo
 from ase.vibrations import Vibrations, VibrationsData
 
 from ase_phisnet import PhiSNetCalculator
+from ase_phisnet.potentials import default_potential
+from ase_phisnet.sampling import resolve_molecule
 
-SCRIPT = Path(__file__).resolve()
-#: Shipped potential used when --model is not given, by molecule name.
-DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
 #: Rotational symmetry numbers for IdealGasThermo (C2v water 2, C1/Cs ethanol 1).
 SYMMETRY_NUMBERS = {"H2O": 2, "CH3CH2OH": 1}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
-    parser.add_argument("--model", default=None,
-                        help="shipped potential name or model file (default: the shipped "
-                        "potential of --molecule)")
-    parser.add_argument("--fmax", type=float, default=0.001,
-                        help="BFGS force threshold before the vibrations (eV/Å)")
-    parser.add_argument("--max-steps", type=int, default=300, help="BFGS step limit")
+def parse_args(argv=None):
+    parser = _common.argument_parser(__doc__)
+    _common.add_bfgs_arguments(parser, fmax=0.001, before="the vibrations")
     parser.add_argument("--delta-ang", type=float, default=0.01,
                         help="finite-difference displacement (Å)")
     parser.add_argument("--temperature-k", type=float, default=298.15)
@@ -76,35 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--xc", default="pbe", help="PySCF functional of the reference")
     parser.add_argument("--basis", default="def2-svp", help="PySCF basis of the reference")
     parser.add_argument("--no-pyscf", action="store_true", help="skip the PySCF reference")
-    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
-                        help="output folder")
-    return parser.parse_args(argv)
-
-
-def load_molecule(name_or_path: str):
-    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
-    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
-    atoms.pbc = False
-    return atoms
-
-
-def model_for(args) -> str:
-    if args.model is not None:
-        return args.model
-    if args.molecule not in DEFAULT_MODELS:
-        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
-    return DEFAULT_MODELS[args.molecule]
+    return _common.parse_args(parser, argv, __file__)
 
 
 def relax(atoms, calculator, fmax: float, max_steps: int) -> dict:
-    """BFGS of ``atoms`` in place; returns the number of steps, convergence and wall time."""
-    atoms.calc = calculator
-    optimizer = BFGS(atoms, logfile=None)
-    start = time.perf_counter()
-    converged = bool(optimizer.run(fmax=fmax, steps=max_steps))
-    return {"steps": optimizer.nsteps, "converged": converged,
-            "wall_time_s": time.perf_counter() - start,
-            "energy_ev": float(atoms.get_potential_energy())}
+    """BFGS of ``atoms`` in place; returns the number of steps, convergence, wall time and the
+    final energy."""
+    run = _common.relax(atoms, calculator, fmax, max_steps)
+    return {**run, "energy_ev": float(atoms.get_potential_energy())}
 
 
 def rotor_geometry(atoms) -> str:
@@ -116,8 +77,7 @@ def rotor_geometry(atoms) -> str:
 
 def vibrational_frequencies_cm(data: VibrationsData, n_vibrations: int) -> np.ndarray:
     """The ``n_vibrations`` highest modes in cm^-1; an imaginary one as a negative number."""
-    frequencies = data.get_frequencies()[-n_vibrations:]
-    return np.where(frequencies.imag != 0, -np.abs(frequencies.imag), frequencies.real)
+    return _common.frequencies_cm(data)[-n_vibrations:]
 
 
 def pyscf_harmonic_frequencies(atoms, xc: str, basis: str, grid_level: int,
@@ -155,41 +115,14 @@ def mean_abs_difference(a, b) -> float:
     return float(np.mean(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def plot_frequencies(frequencies: dict, path: Path, title: str) -> None:
-    """Top: frequency per mode for each method; bottom: differences to the analytic Hessian."""
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    modes = np.arange(1, len(frequencies["analytic Hessian"]) + 1)
-    styles = {name: (f"C{i}", marker) for i, (name, marker) in enumerate(zip(frequencies, "os^"))}
-    for name, values in frequencies.items():
-        color, marker = styles[name]
-        top.plot(modes, values, marker, color=color, mfc="none", label=name)
-    top.set_ylabel("frequency (cm$^{-1}$)")
-    top.legend()
-    top.set_title(title)
-    for name, values in frequencies.items():
-        if name != "analytic Hessian":
-            color, marker = styles[name]
-            bottom.plot(modes, np.asarray(values) - frequencies["analytic Hessian"],
-                        marker + "-", color=color, mfc="none", label=f"{name} - analytic")
-    bottom.set_xticks(modes)
-    bottom.axhline(0, color="k", lw=0.8)
-    bottom.set_xlabel("mode")
-    bottom.set_ylabel("difference (cm$^{-1}$)")
-    bottom.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = model_for(args)
     symmetry_number = args.symmetry_number or SYMMETRY_NUMBERS.get(args.molecule)
     if symmetry_number is None:
         raise SystemExit(f"no symmetry number known for {args.molecule!r}: pass --symmetry-number")
 
-    atoms = load_molecule(args.molecule)
+    atoms = resolve_molecule(args.molecule)
+    model = args.model or default_potential(atoms)
     geometry = rotor_geometry(atoms)
     n_vibrations = {"monatomic": 0, "linear": 3 * len(atoms) - 5,
                     "nonlinear": 3 * len(atoms) - 6}[geometry]
@@ -218,7 +151,7 @@ def main(argv=None) -> dict:
         from ase_phisnet.reference import Theory
 
         theory = Theory(xc=args.xc, basis=args.basis)
-        pyscf_atoms = load_molecule(args.molecule)
+        pyscf_atoms = resolve_molecule(args.molecule)
         optimizations["PySCF"] = relax(pyscf_atoms, PySCFCalculator(theory), args.fmax,
                                        args.max_steps)
         energies["PySCF"] = optimizations["PySCF"]["energy_ev"]
@@ -255,25 +188,21 @@ def main(argv=None) -> dict:
         print(f"G({args.temperature_k:g} K, {args.pressure_pa:g} Pa) {name}: {g:.4f} eV "
               f"(G - E_pot = {thermal_corrections[name]:.4f} eV)")
 
-    plot_frequencies(frequencies, args.out / "frequencies.png",
-                     f"{atoms.get_chemical_formula()} harmonic frequencies, {model}")
+    _common.plot_frequencies(frequencies, args.out / "frequencies.png",
+                             f"{atoms.get_chemical_formula()} harmonic frequencies, {model}")
     results = {
         "molecule": args.molecule, "model": model,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": _common.settings(args),
         "geometry": geometry, "symmetry_number": symmetry_number,
         "optimizations": optimizations, "timings_s": timings,
         "frequencies_cm": {name: np.asarray(values).tolist() for name, values in frequencies.items()},
         "mean_abs_difference_cm": differences,
         "gibbs_free_energy_ev": free_energies, "gibbs_minus_potential_energy_ev": thermal_corrections,
     }
-    with open(args.out / "results.json", "w") as handle:
-        json.dump(results, handle, indent=2)
+    _common.write_results(results, args.out)
     print(f"wrote {args.out}")
     return results
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CalculatorSetupError as error:
-        sys.exit(f"error: {error}")
+    _common.run(main)

@@ -22,66 +22,31 @@ Run (seconds for water with the defaults):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import tempfile
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import _common  # md_examples/_common.py: shared options, BFGS, frequency plot, results file
 import numpy as np
 from ase import Atoms, units
-from ase.build import molecule
-from ase.calculators.calculator import CalculatorSetupError
-from ase.io import read
-from ase.optimize import BFGS
 from ase.vibrations import Vibrations, VibrationsData
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
 from ase_phisnet import PhiSNetCalculator
+from ase_phisnet.potentials import default_potential
+from ase_phisnet.sampling import resolve_molecule
 
-SCRIPT = Path(__file__).resolve()
-#: Shipped potential used when --model is not given, by molecule name.
-DEFAULT_MODELS = {"H2O": "water-pbe-def2svp", "CH3CH2OH": "ethanol-pbe-def2svp"}
 #: 1 THz in cm^-1: 1e12 Hz / (c in cm/s).
 CM_PER_THZ = 1e12 / (units._c * 100.0)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecule", default="H2O", help="ASE molecule name or structure file")
-    parser.add_argument("--model", default=None,
-                        help="shipped potential name or model file (default: the shipped "
-                        "potential of --molecule)")
-    parser.add_argument("--fmax", type=float, default=0.001,
-                        help="BFGS force threshold before the vibrations (eV/Å)")
-    parser.add_argument("--max-steps", type=int, default=300, help="BFGS step limit")
+def parse_args(argv=None):
+    parser = _common.argument_parser(__doc__)
+    _common.add_bfgs_arguments(parser, fmax=0.001, before="the vibrations")
     parser.add_argument("--delta-ang", type=float, default=0.01,
                         help="displacement of phonopy and of ASE's finite differences (Å)")
     parser.add_argument("--box-ang", type=float, default=20.0, help="cubic box edge (Å)")
-    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "results" / SCRIPT.stem,
-                        help="output folder")
-    return parser.parse_args(argv)
-
-
-def load_molecule(name_or_path: str):
-    """An ASE ``Atoms`` from a g2 name (``H2O``) or a structure file, non-periodic."""
-    atoms = read(name_or_path) if os.path.exists(name_or_path) else molecule(name_or_path)
-    atoms.pbc = False
-    return atoms
-
-
-def model_for(args) -> str:
-    if args.model is not None:
-        return args.model
-    if args.molecule not in DEFAULT_MODELS:
-        raise SystemExit(f"no default potential for {args.molecule!r}: pass --model")
-    return DEFAULT_MODELS[args.molecule]
+    return _common.parse_args(parser, argv, __file__)
 
 
 def phonopy_gamma_frequencies_cm(atoms, calculator, box_ang: float, delta_ang: float):
@@ -109,45 +74,12 @@ def phonopy_gamma_frequencies_cm(atoms, calculator, box_ang: float, delta_ang: f
     return np.sort(frequencies_thz) * CM_PER_THZ, len(forces)
 
 
-def ase_frequencies_cm(data: VibrationsData) -> np.ndarray:
-    """All 3N frequencies (cm^-1, ascending), an imaginary one as a negative number."""
-    frequencies = data.get_frequencies()
-    return np.where(frequencies.imag != 0, -np.abs(frequencies.imag), frequencies.real)
-
-
-def plot_frequencies(frequencies: dict, path: Path, title: str) -> None:
-    """Top: frequency per mode for each method; bottom: differences to the analytic Hessian."""
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    modes = np.arange(1, len(frequencies["analytic Hessian"]) + 1)
-    styles = {name: (f"C{i}", marker) for i, (name, marker) in enumerate(zip(frequencies, "os^"))}
-    for name, values in frequencies.items():
-        color, marker = styles[name]
-        top.plot(modes, values, marker, color=color, mfc="none", label=name)
-        if name != "analytic Hessian":
-            bottom.plot(modes, np.asarray(values) - frequencies["analytic Hessian"],
-                        marker + "-", color=color, mfc="none", label=f"{name} - analytic")
-    top.set_ylabel("frequency (cm$^{-1}$)")
-    top.legend()
-    top.set_title(title)
-    bottom.axhline(0, color="k", lw=0.8)
-    bottom.set_xticks(modes)
-    bottom.set_xlabel("mode")
-    bottom.set_ylabel("difference (cm$^{-1}$)")
-    bottom.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = model_for(args)
-    atoms = load_molecule(args.molecule)
+    atoms = resolve_molecule(args.molecule)
+    model = args.model or default_potential(atoms)
     calculator = PhiSNetCalculator(model=model)
-    atoms.calc = calculator
-    optimizer = BFGS(atoms, logfile=None)
-    converged = bool(optimizer.run(fmax=args.fmax, steps=args.max_steps))
+    bfgs = _common.relax(atoms, calculator, args.fmax, args.max_steps)
     n_vibrations = 3 * len(atoms) - 6  # nonlinear molecules
 
     all_phonopy, n_displaced_cells = phonopy_gamma_frequencies_cm(
@@ -156,9 +88,9 @@ def main(argv=None) -> dict:
         finite_differences = Vibrations(atoms, name=os.path.join(cache, "vib"),
                                         delta=args.delta_ang, nfree=2)
         finite_differences.run()
-        all_ase = ase_frequencies_cm(finite_differences.get_vibrations())
-    all_analytic = ase_frequencies_cm(VibrationsData.from_2d(atoms,
-                                                             calculator.get_hessian(atoms)))
+        all_ase = _common.frequencies_cm(finite_differences.get_vibrations())
+    all_analytic = _common.frequencies_cm(VibrationsData.from_2d(atoms,
+                                                                 calculator.get_hessian(atoms)))
     frequencies = {"ASE finite differences": all_ase[-n_vibrations:],
                    "phonopy": all_phonopy[-n_vibrations:],
                    "analytic Hessian": all_analytic[-n_vibrations:]}
@@ -167,8 +99,8 @@ def main(argv=None) -> dict:
     differences = {f"{a} vs {b}": float(np.mean(np.abs(frequencies[a] - frequencies[b])))
                    for a, b in pairs}
 
-    print(f"{atoms.get_chemical_formula()} with {model}: BFGS {optimizer.nsteps} steps "
-          f"(converged {converged}); phonopy evaluated {n_displaced_cells} displaced cells")
+    print(f"{atoms.get_chemical_formula()} with {model}: BFGS {bfgs['steps']} steps "
+          f"(converged {bfgs['converged']}); phonopy evaluated {n_displaced_cells} displaced cells")
     names = list(frequencies)
     print(f"{'mode':>4}" + "".join(f"{name:>24}" for name in names) + "  (cm^-1)")
     for mode in range(n_vibrations):
@@ -178,26 +110,22 @@ def main(argv=None) -> dict:
     print("six lowest (translations and rotations) phonopy / ASE: "
           + ", ".join(f"{p:.1f}/{a:.1f}" for p, a in zip(all_phonopy[:6], all_ase[:6])) + " cm^-1")
 
-    plot_frequencies(frequencies, args.out / "frequencies.png",
-                     f"{atoms.get_chemical_formula()}: phonopy vs ASE, {model}")
+    _common.plot_frequencies(frequencies, args.out / "frequencies.png",
+                             f"{atoms.get_chemical_formula()}: phonopy vs ASE, {model}")
     results = {
         "molecule": args.molecule, "model": model,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "bfgs_steps": optimizer.nsteps, "bfgs_converged": converged,
+        "settings": _common.settings(args),
+        "bfgs_steps": bfgs["steps"], "bfgs_converged": bfgs["converged"],
         "phonopy_displaced_cells": n_displaced_cells,
         "frequencies_cm": {name: values.tolist() for name, values in frequencies.items()},
         "lowest_six_cm": {"phonopy": all_phonopy[:6].tolist(), "ASE": all_ase[:6].tolist(),
                           "analytic Hessian": all_analytic[:6].tolist()},
         "mean_abs_difference_cm": differences,
     }
-    with open(args.out / "results.json", "w") as handle:
-        json.dump(results, handle, indent=2)
+    _common.write_results(results, args.out)
     print(f"wrote {args.out}")
     return results
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CalculatorSetupError as error:
-        sys.exit(f"error: {error}")
+    _common.run(main)

@@ -2,9 +2,11 @@
 potential and writes its JSON and PNGs with finite, sane numbers.
 
 The scripts are loaded from their files and their ``main(argv)`` is called in this process (one
-import of torch and PySCF for all). Physics checks that hold for any smooth potential: finite
-differences with a small displacement, phonopy and the analytic Hessian give the same
-frequencies (all three come from one potential); after BFGS the analytic frequencies are real.
+import of torch and PySCF for all); their shared helpers, md_examples/_common.py, are imported
+as ``_common`` from that folder, as ``python md_examples/x.py`` does. Physics checks that hold
+for any smooth potential: finite differences with a small displacement, phonopy and the analytic
+Hessian give the same frequencies (all three come from one potential); after BFGS the analytic
+frequencies are real.
 """
 
 import importlib.util
@@ -19,6 +21,8 @@ import pytest
 from ase.calculators.calculator import CalculatorSetupError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "md_examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.append(str(EXAMPLES))  # where the scripts find ``import _common``
 WATER = ["--molecule", "H2O", "--model", "water-pbe-def2svp"]
 #: Frequency agreement (cm^-1) of finite differences (0.002 Å) with the analytic Hessian. The
 #: finite-difference error shrinks as delta^2: 0.01 Å gives up to ~8 cm^-1 on the (strongly
@@ -75,6 +79,18 @@ def test_a_missing_potential_is_a_clear_error(tmp_path):
     assert finished.returncode != 0
     assert "error: cannot load model 'no-such-potential'" in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+def test_no_shipped_potential_for_the_molecule_is_a_clear_error(tmp_path):
+    """Without --model the default comes from ase_phisnet.potentials.default_potential; run from
+    another folder, so the script finds _common.py beside itself."""
+    command = [sys.executable, str(EXAMPLES / "optimize.py"), "--molecule", "CH4", "--no-pyscf",
+               "--out", str(tmp_path)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
+                              cwd=tmp_path)
+    assert finished.returncode != 0
+    assert "error: no shipped potential for CH4" in finished.stderr
+    assert "water-pbe-def2svp" in finished.stderr and "Traceback" not in finished.stderr
 
 
 def test_optimize_without_pyscf(tmp_path):

@@ -85,3 +85,19 @@ def test_loads_by_name_from_an_installed_wheel(tmp_path):
     module_file, energy = json.loads(run.stdout.strip().splitlines()[-1])
     assert module_file.startswith(str(site))
     assert np.isfinite(energy)
+
+
+def test_default_potential_by_chemical_formula():
+    from ase_phisnet.potentials import default_potential
+
+    assert default_potential(molecule("H2O")) == "water-pbe-def2svp"
+    assert default_potential("H2O") == default_potential("OH2") == "water-pbe-def2svp"
+    names = [entry["name"] for entry in SHIPPED]
+    for ethanol in (molecule("CH3CH2OH"), "CH3CH2OH", "C2H6O"):
+        if "ethanol-pbe-def2svp" in names:
+            assert default_potential(ethanol) == "ethanol-pbe-def2svp"
+        else:
+            with pytest.raises(ModelFileError, match="ethanol-pbe-def2svp is not shipped yet"):
+                default_potential(ethanol)
+    with pytest.raises(ModelFileError, match="no shipped potential for CH4.*water-pbe-def2svp"):
+        default_potential(molecule("CH4"))
