@@ -10,7 +10,9 @@ the geometry, which a small training set constrains.
 
 Loss per batch, with ``sigma_E``, ``sigma_F`` the standard deviations of the training
 references: ``w_E (MSE_E / sigma_E^2 + MAE_E / sigma_E) + w_F (MSE_F / sigma_F^2 + MAE_F /
-sigma_F)``; Adam; the weights with the lowest validation loss are kept.
+sigma_F)``; Adam; the weights with the lowest validation loss are kept, and the element energies
+are refitted once more at the end (the force term dominates the loss and would leave a small
+constant offset).
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def fine_tune_energy_path(model: PhiSNet, atomic_numbers, train_positions_bohr, 
         if loss < best[0]:
             best = (loss, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[1])
+    # The force term dominates the loss and leaves a small constant energy offset: remove it.
+    refit_element_energies(model, z, train_positions_bohr, train_energy_eh)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model, history
