@@ -1,12 +1,12 @@
 """SCF warm start: PySCF iterations from a PhiSNet density matrix vs PySCF's own initial guesses.
 
 On held-out geometries (the test split recorded in the model file), run the model's level of
-theory (from the model file: PBE/def2-SVP, conv_tol 1e-10 Eh for the shipped water potential)
+theory (from the model file: PBE/def2-SVP, conv_tol 1e-10 Eh for the shipped water potentials)
 from the 'minao' (PySCF's default), 'atom' and 'huckel' guesses and from the potential's
 predicted density matrix; report SCF iterations, wall time (the warm start includes the model
 call) and the largest difference of the converged energies.
 
-    python benchmarks/warm_start.py --model water-pbe-def2svp --data data/water_pbe_def2svp.h5 \\
+    python benchmarks/warm_start.py --model water-pbe-def2svp-orbitals --data data/water_pbe_def2svp.h5 \\
         [--n 20] [--out benchmarks/results]
 
 Writes ``warm_start_<model>.json`` and ``warm_start_<model>.png``.
@@ -33,7 +33,7 @@ GUESSES = ("minao", "atom", "huckel")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="water-pbe-def2svp")
+    parser.add_argument("--model", default="water-pbe-def2svp-orbitals")
     parser.add_argument("--data", default="data/water_pbe_def2svp.h5")
     parser.add_argument("--n", type=int, default=20, help="test geometries")
     parser.add_argument("--out", default="benchmarks/results")
