@@ -107,6 +107,9 @@ def _rotated_matrices(symbols, positions_ang, rotation, theory, with_fock):
         if with_fock:
             mf = make_mean_field(mol, theory)
             mf.kernel()
+            if not mf.converged:  # DIIS on the made-up CNOFS molecule can stall (seen once in
+                mf = mf.newton()  # CI); finish with second-order SCF from where it stopped
+                mf.kernel(dm0=mf.make_rdm1())
             assert mf.converged
             matrices["H"] = mf.get_fock()
         out.append(matrices)
