@@ -95,17 +95,13 @@ def occupied_orbitals(hamiltonian: np.ndarray, overlap: np.ndarray, n_occupied: 
 def energy_force_errors(model: PhiSNet, records) -> tuple[np.ndarray, np.ndarray]:
     """``(energy errors (B,) in Eh, force errors (B, A, 3) in Eh/Bohr)`` of records of one
     molecule, prediction minus reference, energies from the predicted H, S and core H."""
-    from ase_phisnet.potential import energy_and_forces
+    from ase_phisnet.potential import predict_energies_forces
 
-    dtype = next(model.parameters()).dtype
-    z = torch.as_tensor(records[0].atomic_numbers)
-    xyz = torch.as_tensor(np.stack([r.positions_bohr for r in records]), dtype=dtype)
-    prediction, forces = energy_and_forces(model, z, xyz)
-    energy = prediction.energy_eh.detach().double().cpu().numpy()
-    energy_errors = energy - np.array([r.energy_eh for r in records])
-    force_errors = (forces.detach().double().cpu().numpy()
-                    - np.stack([r.forces_eh_per_bohr for r in records]))
-    return energy_errors, force_errors
+    energy, forces = predict_energies_forces(
+        model, torch.as_tensor(records[0].atomic_numbers),
+        np.stack([r.positions_bohr for r in records]), batch_size=len(records))
+    return (energy - np.array([r.energy_eh for r in records]),
+            forces - np.stack([r.forces_eh_per_bohr for r in records]))
 
 
 def _energy_force_metrics(energy_errors, force_errors) -> dict:

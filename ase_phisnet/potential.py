@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ase_phisnet.electronic import (
@@ -114,3 +115,16 @@ def hessian(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.
                 for k in range(gradient.shape[0])]
     matrix = torch.stack(rows)
     return 0.5 * (matrix + matrix.T)
+
+
+def predict_energies_forces(model: PhiSNet, atomic_numbers, positions_bohr, batch_size=10):
+    """``(energies (n,) Eh, forces (n, N, 3) Eh/Bohr)`` of ``model`` for geometries of one
+    molecule, as NumPy float64."""
+    dtype = next(model.parameters()).dtype
+    energies, forces = [], []
+    for first in range(0, len(positions_bohr), batch_size):
+        xyz = torch.as_tensor(np.asarray(positions_bohr[first:first + batch_size]), dtype=dtype)
+        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz)
+        energies.append(prediction.energy_eh.detach().double().cpu().numpy())
+        forces.append(batch_forces.detach().double().cpu().numpy())
+    return np.concatenate(energies), np.concatenate(forces)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ase_phisnet.model import PhiSNet
-from ase_phisnet.potential import energy_and_forces
+from ase_phisnet.potential import energy_and_forces, predict_energies_forces
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +47,6 @@ class FineTuneConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs and batch_size must be >= 1, learning_rate > 0")
-
-
-def predict_energies_forces(model: PhiSNet, atomic_numbers, positions_bohr, batch_size=10):
-    """``(energies (n,) Eh, forces (n, N, 3) Eh/Bohr)`` of ``model`` for geometries of one
-    molecule, as NumPy float64."""
-    dtype = next(model.parameters()).dtype
-    energies, forces = [], []
-    for first in range(0, len(positions_bohr), batch_size):
-        xyz = torch.as_tensor(np.asarray(positions_bohr[first:first + batch_size]), dtype=dtype)
-        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz)
-        energies.append(prediction.energy_eh.detach().double().numpy())
-        forces.append(batch_forces.detach().double().numpy())
-    return np.concatenate(energies), np.concatenate(forces)
 
 
 def refit_element_energies(model: PhiSNet, atomic_numbers, positions_bohr, energy_eh) -> None:
