@@ -284,25 +284,35 @@ class HamiltonianDataset:
         return state
 
     def split(
-        self, seed: int, n_train: int, n_validation: int, n_test: int | None = None
+        self, seed: int, n_train: int, n_validation: int, n_test: int | None = None,
+        over_plan: bool = False,
     ) -> DatasetSplit:
         """Disjoint random train/validation/test positions, reproducible by ``seed``.
 
         ``n_test=None`` puts every remaining record in the test split.
+
+        ``over_plan=True`` draws the split over the *planned* record indices
+        (``metadata.n_planned``) and keeps those present in the file. A split taken while
+        generation is still running is then a subset of the split of the finished file, so
+        a model can start training on partial data without any finished-file test record
+        in its training set. On a finished file without failures both kinds of split are
+        identical; with missing records each part holds fewer than the sizes asked for.
         """
-        n_rest = len(self) - n_train - n_validation
+        n_total = self.metadata.n_planned if over_plan else len(self)
+        n_rest = n_total - n_train - n_validation
         n_test = n_rest if n_test is None else n_test
-        if min(n_train, n_validation, n_test) < 0 or n_train + n_validation + n_test > len(self):
+        if min(n_train, n_validation, n_test) < 0 or n_train + n_validation + n_test > n_total:
             raise ValueError(
-                f"cannot split {len(self)} records into {n_train} train, {n_validation} "
-                f"validation and {n_test} test"
+                f"cannot split {n_total} {'planned ' if over_plan else ''}records into "
+                f"{n_train} train, {n_validation} validation and {n_test} test"
             )
-        order = np.random.default_rng(seed).permutation(len(self))
-        return DatasetSplit(
-            train=np.sort(order[:n_train]),
-            validation=np.sort(order[n_train : n_train + n_validation]),
-            test=np.sort(order[n_train + n_validation : n_train + n_validation + n_test]),
-        )
+        order = np.random.default_rng(seed).permutation(n_total)
+        parts = (order[:n_train], order[n_train : n_train + n_validation],
+                 order[n_train + n_validation : n_train + n_validation + n_test])
+        if over_plan:
+            parts = tuple(np.searchsorted(self.indices, part[np.isin(part, self.indices)])
+                          for part in parts)
+        return DatasetSplit(*(np.sort(part) for part in parts))
 
     def close(self) -> None:
         if self._handle is not None:

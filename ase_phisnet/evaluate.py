@@ -197,4 +197,4 @@ def trained_test_split(model_json: dict, dataset: HamiltonianDataset):
                          "--n-train and --n-validation")
     split = training["split"]
     return dataset.split(split["seed"], split["n_train"], split["n_validation"],
-                         split["n_test"]).test
+                         split["n_test"], over_plan=split.get("over_plan", False)).test

@@ -245,11 +245,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     dataset = HamiltonianDataset(config.dataset)
     split = dataset.split(config.split.seed, config.split.n_train, config.split.n_validation,
-                          config.split.n_test)
+                          config.split.n_test, over_plan=config.split.over_plan)
     model = _build_model(config, dataset, dtype)
     names = list(model.config.matrices)
     train_data = load_matrix_data(dataset, split.train, names)
     valid_data = load_matrix_data(dataset, split.validation, names)
+    dataset.close()  # all in memory now; the generator may still be appending to the file
     scales = loss_scales(model, train_data)
     shortest_distance = min_distance_bohr(train_data.positions_bohr)
     if not config.init_from:
@@ -285,6 +286,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         generator.set_state(checkpoint["generator"])
         state = checkpoint["state"]
         logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
+        if state.get("n_validation", len(valid_data)) != len(valid_data):
+            # The data file grew (an over_plan split of a file still being generated): losses
+            # on the new validation set are not comparable with the old best.
+            logger.info("validation set changed (%d -> %d records): best loss reset",
+                        state["n_validation"], len(valid_data))
+            state.update(best_loss=math.inf, stale_epochs=0)
+            scheduler.best, scheduler.num_bad_epochs = math.inf, 0
+    state.update(n_train=len(train_data), n_validation=len(valid_data))
 
     trained = model
     if world > 1:
@@ -405,12 +414,23 @@ def _training_metadata(config: TrainConfig, dataset, state: dict, split,
         "min_distance_bohr": min_distance,
         "dataset": os.path.abspath(config.dataset),
         "theory": dataset.metadata.theory.to_dict(),
-        "split": {"seed": config.split.seed, "n_train": len(split.train),
-                  "n_validation": len(split.validation), "n_test": len(split.test)},
+        "split": _split_record(config, dataset, split),
         "epoch": state["epoch"], "validation_loss": state["best_loss"],
         "train_time_s": round(state["train_time_s"], 1),
         "config": config.to_dict(),
     }}
+
+
+def _split_record(config: TrainConfig, dataset, split) -> dict:
+    """What reproduces ``split`` from the data file (``HamiltonianDataset.split``'s arguments)."""
+    if not config.split.over_plan:
+        return {"seed": config.split.seed, "n_train": len(split.train),
+                "n_validation": len(split.validation), "n_test": len(split.test)}
+    sizes = config.split
+    n_test = sizes.n_test if sizes.n_test is not None else (
+        dataset.metadata.n_planned - sizes.n_train - sizes.n_validation)
+    return {"seed": sizes.seed, "n_train": sizes.n_train, "n_validation": sizes.n_validation,
+            "n_test": n_test, "over_plan": True}
 
 
 def _save_checkpoint(path, config, model, ema, optimizer, scheduler, generator, state):

@@ -24,12 +24,17 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Sizes of the train/validation/test splits and the seed that draws them."""
+    """Sizes of the train/validation/test splits and the seed that draws them.
+
+    ``over_plan``: draw over the planned record indices of the data set, so training can
+    start on a file that is still being generated (see ``HamiltonianDataset.split``).
+    """
 
     n_train: int = 800
     n_validation: int = 100
     n_test: int | None = None  # None: every remaining record
     seed: int = 0
+    over_plan: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ written as negative numbers. Gibbs free energies from ``ase.thermochemistry.Idea
 
     frequencies.png   frequencies of the three methods per mode, and their differences
     results.json      settings, frequencies (cm^-1), mean absolute differences, free energies
+    pyscf_reference.json   PySCF's minimum and frequencies, reused by later runs of the same
+                      molecule, theory and --fmax (--recompute-pyscf redoes them)
 
 Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes several):
 
@@ -28,13 +30,15 @@ Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes se
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import _common  # md_examples/_common.py: shared options, BFGS, frequency plot, results file
 import numpy as np
-from ase import units
+from ase import Atoms, units
 from ase.thermochemistry import IdealGasThermo
 from ase.vibrations import Vibrations, VibrationsData
 
@@ -58,6 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--xc", default="pbe", help="PySCF functional of the reference")
     parser.add_argument("--basis", default="def2-svp", help="PySCF basis of the reference")
     parser.add_argument("--no-pyscf", action="store_true", help="skip the PySCF reference")
+    parser.add_argument("--recompute-pyscf", action="store_true",
+                        help="ignore the PySCF reference kept in OUT/pyscf_reference.json")
     return _common.parse_args(parser, argv, __file__)
 
 
@@ -98,6 +104,35 @@ def pyscf_harmonic_frequencies(atoms, xc: str, basis: str, grid_level: int,
     hessian_eh_per_bohr2 = mean_field.Hessian().kernel()  # (N, N, 3, 3)
     analysis = thermo.harmonic_analysis(mol, hessian_eh_per_bohr2, imaginary_freq=False)
     return np.sort(np.asarray(analysis["freq_wavenumber"]))
+
+
+def pyscf_reference(molecule: str, xc: str, basis: str, fmax: float, max_steps: int,
+                    cache: Path, recompute: bool = False) -> dict:
+    """PySCF's BFGS minimum and analytic harmonic frequencies of ``molecule``, kept in ``cache``
+    (JSON) and reused while molecule, functional, basis and ``fmax`` are the same: for ethanol
+    this is most of the run (minutes), and it does not depend on the potential."""
+    from ase_phisnet.pyscf_calculator import PySCFCalculator
+    from ase_phisnet.reference import Theory
+
+    key = {"molecule": molecule, "xc": xc, "basis": basis, "fmax": fmax}
+    if cache.exists() and not recompute:
+        kept = json.loads(cache.read_text())
+        if kept["key"] == key:
+            print(f"PySCF reference reused from {cache} (--recompute-pyscf to redo it)")
+            return kept
+    theory = Theory(xc=xc, basis=basis)
+    atoms = resolve_molecule(molecule)
+    optimization = relax(atoms, PySCFCalculator(theory), fmax, max_steps)
+    start = time.perf_counter()
+    frequencies = pyscf_harmonic_frequencies(atoms, theory.xc, theory.basis, theory.grid_level,
+                                             theory.conv_tol)
+    reference = {"key": key, "numbers": atoms.numbers.tolist(),
+                 "positions_ang": atoms.positions.tolist(), "optimization": optimization,
+                 "frequencies_cm": frequencies.tolist(),
+                 "hessian_s": time.perf_counter() - start}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(reference, indent=2))
+    return reference
 
 
 def gibbs_free_energy_ev(frequencies_cm, energy_ev, atoms, geometry, symmetry_number,
@@ -147,18 +182,13 @@ def main(argv=None) -> dict:
 
     pyscf_name = f"PySCF {args.xc.upper()}/{args.basis}"
     if not args.no_pyscf:
-        from ase_phisnet.pyscf_calculator import PySCFCalculator
-        from ase_phisnet.reference import Theory
-
-        theory = Theory(xc=args.xc, basis=args.basis)
-        pyscf_atoms = resolve_molecule(args.molecule)
-        optimizations["PySCF"] = relax(pyscf_atoms, PySCFCalculator(theory), args.fmax,
-                                       args.max_steps)
-        energies["PySCF"] = optimizations["PySCF"]["energy_ev"]
-        start = time.perf_counter()
-        frequencies[pyscf_name] = pyscf_harmonic_frequencies(
-            pyscf_atoms, theory.xc, theory.basis, theory.grid_level, theory.conv_tol)
-        timings["pyscf_hessian_s"] = time.perf_counter() - start
+        reference = pyscf_reference(args.molecule, args.xc, args.basis, args.fmax, args.max_steps,
+                                    args.out / "pyscf_reference.json", args.recompute_pyscf)
+        pyscf_atoms = Atoms(reference["numbers"], reference["positions_ang"])
+        optimizations["PySCF"] = reference["optimization"]
+        energies["PySCF"] = reference["optimization"]["energy_ev"]
+        frequencies[pyscf_name] = np.asarray(reference["frequencies_cm"])
+        timings["pyscf_hessian_s"] = reference["hessian_s"]
 
     names = list(frequencies)
     print(f"{atoms.get_chemical_formula()} with {model}: BFGS "

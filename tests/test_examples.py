@@ -129,6 +129,13 @@ def test_vibrations_ase_against_pyscf(tmp_path):
     assert all_finite(list(results["mean_abs_difference_cm"].values()))
     assert set(results["gibbs_free_energy_ev"]) == {"PhiSNet", "PySCF"}
 
+    # A second run reuses the PySCF reference kept beside the results, unless told otherwise.
+    kept = json.loads((tmp_path / "pyscf_reference.json").read_text())
+    kept["frequencies_cm"] = [1.0, 2.0, 3.0]  # marked, to see whether it is read back
+    (tmp_path / "pyscf_reference.json").write_text(json.dumps(kept))
+    again = run_example("vibrations_ase", tmp_path, *WATER, "--fmax", "0.005")
+    assert again["frequencies_cm"]["PySCF PBE/def2-svp"] == [1.0, 2.0, 3.0]
+
 
 def test_vibrations_phonopy_matches_ase_and_the_analytic_hessian(tmp_path):
     results = run_example("vibrations_phonopy", tmp_path, *WATER, "--delta-ang", "0.002")

@@ -64,6 +64,46 @@ def test_checkpoint_resumes_exactly(water_file, tmp_path):
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
 
 
+def test_training_starts_on_a_file_still_being_generated(water_file, tmp_path, caplog):
+    """over_plan split: train on a partial file, resume on the finished one; the finished
+    file's validation and test records never enter training, and the best model is chosen
+    afresh on the grown validation set."""
+    import h5py
+
+    from ase_phisnet.evaluate import trained_test_split
+
+    finished = HamiltonianDataset(water_file)
+    final_split = finished.split(1, 4, 2, 2, over_plan=True)
+    missing = {int(finished.indices[final_split.validation[0]]),
+               int(finished.indices[final_split.train[0]])}
+    data = tmp_path / "growing.h5"
+    data.write_bytes(open(water_file, "rb").read())
+    with h5py.File(data, "a") as handle:
+        for name in [n for n in handle["records"] if int(n) in missing]:
+            del handle["records"][name]
+
+    def config(max_epochs):
+        values = tiny_config(data, tmp_path / "run", max_epochs=max_epochs).to_dict()
+        values["split"]["over_plan"] = True
+        return TrainConfig.from_dict(values)
+
+    first = train(config(2), progress=False)
+    first_json = json.load(open(first.best_model_path + ".json"))["training"]
+    assert first_json["split"] == {"seed": 1, "n_train": 4, "n_validation": 2, "n_test": 2,
+                                   "over_plan": True}
+    finished_copy = tmp_path / "finished.h5"  # generation finished (a new file: HDF5 would
+    finished_copy.write_bytes(open(water_file, "rb").read())  # reuse a still-open handle)
+    finished_copy.replace(data)
+    with caplog.at_level("INFO", logger="ase_phisnet.training"):
+        second = train(config(4), progress=False)
+    assert "validation set changed (1 -> 2 records)" in caplog.text
+    assert second.epochs == 4
+    model_json = json.load(open(second.best_model_path + ".json"))
+    test_positions = trained_test_split(model_json, finished)
+    np.testing.assert_array_equal(test_positions, final_split.test)
+    assert not set(final_split.train) & (set(final_split.validation) | set(test_positions))
+
+
 def test_tracegrad_training_step_runs(water_file, tmp_path):
     config = TrainConfig.from_dict({
         "dataset": str(water_file), "output_dir": str(tmp_path / "tg"),
