@@ -178,7 +178,9 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f" K (seed {sampler['seed']}), PySCF {dataset.metadata.pyscf_version}",
         f"- made by: `{generate_command}`",
         f"- split (seed {split['seed']}): {split['n_train']} train, {split['n_validation']} "
-        f"validation, {split['n_test']} test",
+        f"validation, {split['n_test']} test"
+        + (" (drawn over the planned record indices: `over_plan`)" if split.get("over_plan")
+           else ""),
         "",
         "## Training",
         f"- hardware: {hardware}; total training time {total_time / 60:.0f} min",

@@ -19,7 +19,7 @@ from ase_phisnet.reference import Theory, compute_reference
 
 SHIPPED = list_potentials()
 MOLECULES = {"water-pbe-def2svp": "H2O", "water-pbe-def2svp-orbitals": "H2O",
-             "ethanol-pbe-def2svp": "CH3CH2OH"}
+             "ethanol-pbe-def2svp": "CH3CH2OH", "ethanol-pbe-def2svp-orbitals": "CH3CH2OH"}
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
