@@ -28,6 +28,7 @@ from ase_phisnet._dataclasses import from_dict_checked
 from ase_phisnet.basis import BasisLayout
 from ase_phisnet.errors import ModelFileError, UnsupportedElementError
 from ase_phisnet.heads import MatrixHead, build_assembly, build_template, predict_matrices
+from ase_phisnet.integrals import OverlapIntegrals, exact_overlap
 from ase_phisnet.layers import (
     BesselRadialBasis,
     DepthwiseTensorProduct,
@@ -58,6 +59,9 @@ class ModelConfig:
         matrices: Which matrices to predict (subset of ``MATRIX_NAMES``; ``hamiltonian`` first).
         tracegrad: Add the TraceGrad invariant branch and its gradient features.
         energy_hidden: Width of the atomwise energy-correction MLP (see :meth:`PhiSNet.forward`).
+        exact_overlap: Take S from PySCF's integrals (:mod:`ase_phisnet.integrals`, exact and
+            differentiable twice in the positions) instead of predicting it; ``matrices`` must
+            then leave out ``overlap``.
     """
 
     basis: str = "def2-svp"
@@ -72,6 +76,7 @@ class ModelConfig:
     matrices: tuple[str, ...] = MATRIX_NAMES
     tracegrad: bool = False
     energy_hidden: int = 32
+    exact_overlap: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "elements", tuple(self.elements))
@@ -83,6 +88,9 @@ class ModelConfig:
         unknown = set(self.matrices) - set(MATRIX_NAMES)
         if unknown or "hamiltonian" not in self.matrices:
             raise ValueError(f"matrices must include 'hamiltonian' and be from {MATRIX_NAMES}")
+        if self.exact_overlap and "overlap" in self.matrices:
+            raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
+                             "matrices")
         if self.num_layers < 1 or self.num_radial < 1 or self.cutoff_bohr <= 0:
             raise ValueError("num_layers, num_radial and cutoff_bohr must be positive")
         if any(c < 1 for c in self.channels):
@@ -174,6 +182,7 @@ class PhiSNet(nn.Module):
 
             self.tracegrad = TraceGrad(self.irreps_hidden, self.pair_features.irreps_out)
         self._assembly_cache = {}
+        self._overlap_integrals = {}  # atomic numbers -> OverlapIntegrals (exact_overlap)
 
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Model-element index of each atom; raise for elements the model does not know."""
@@ -246,6 +255,8 @@ class PhiSNet(nn.Module):
         matrices = predict_matrices(self.heads.values(), x, pair, molecule["assembly"],
                                     pair_weight=envelope)
         outputs.update(zip(self.heads.keys(), matrices))
+        if self.config.exact_overlap:
+            outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions)
         scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
         outputs["energy_correction_eh"] = (self.energy_mlp(scalars).squeeze(-1)
                                            + self.element_energy_eh[species]).sum(-1)
@@ -268,10 +279,31 @@ class PhiSNet(nn.Module):
                                          "dst": dst.to(device), "assembly": assembly}
         return self._assembly_cache[key]
 
+    def _integrals(self, atomic_numbers: torch.Tensor):
+        """PySCF overlap integrals of a molecule (exact_overlap), cached like :meth:`_molecule`."""
+        key = tuple(atomic_numbers.tolist())
+        if key not in self._overlap_integrals:
+            self._overlap_integrals[key] = OverlapIntegrals(key, self.config.basis)
+        return self._overlap_integrals[key]
+
     def _pairs(self, atomic_numbers: torch.Tensor, device):
         """``(pair_src, pair_dst, assembly)`` of :meth:`_molecule`."""
         molecule = self._molecule(atomic_numbers, device)
         return molecule["src"], molecule["dst"], molecule["assembly"]
+
+
+def with_exact_overlap(model: PhiSNet) -> PhiSNet:
+    """A copy of ``model`` that takes S from the integrals (``exact_overlap``): the same weights
+    without the overlap head's."""
+    if model.config.exact_overlap:
+        return model
+    config = dataclasses.replace(
+        model.config, exact_overlap=True,
+        matrices=tuple(name for name in model.config.matrices if name != "overlap"))
+    exact = PhiSNet(config).to(next(model.parameters()).dtype)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("heads.overlap.")}
+    exact.load_state_dict(state)
+    return exact
 
 
 def save_model(model: PhiSNet, path, extra: dict | None = None) -> None:

@@ -28,7 +28,7 @@ import torch
 from ase_phisnet.dataset import HamiltonianDataset
 from ase_phisnet.electronic import orthogonalized
 from ase_phisnet.errors import PhiSNetError
-from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
+from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model, with_exact_overlap
 from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
 
@@ -386,6 +386,13 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
     if config.init_from:
         model = load_model(config.init_from)
         logger.info("initialized from %s", config.init_from)
+        changed = set(config.model) - {"exact_overlap"}
+        if changed:
+            raise ValueError(f"init_from keeps the initial model's architecture; model settings "
+                             f"{sorted(changed)} cannot change (only exact_overlap can)")
+        if config.model.get("exact_overlap"):
+            model = with_exact_overlap(model)
+            logger.info("S from the integrals from now on (exact_overlap)")
         return model.to(dtype)
     from ase.data import chemical_symbols
 

@@ -31,13 +31,25 @@ def methane_calc(small_potential):
     return PhiSNetCalculator(model=path)
 
 
+@pytest.fixture(scope="module")
+def water_exact_overlap_calc(small_potential, tmp_path_factory):
+    """The water potential with S from the integrals (``exact_overlap``) instead of its head."""
+    from ase_phisnet.model import load_model, save_model, with_exact_overlap
+
+    path, _ = small_potential("H2O")
+    exact = tmp_path_factory.mktemp("exact") / "exact_overlap.pt"
+    save_model(with_exact_overlap(load_model(path)), exact)
+    return PhiSNetCalculator(model=str(exact))
+
+
 def displaced(name, seed, scale=0.03):
     atoms = molecule(name)
     atoms.positions += scale * np.random.default_rng(seed).normal(size=atoms.positions.shape)
     return atoms
 
 
-@pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc")])
+@pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc"),
+                                               ("H2O", "water_exact_overlap_calc")])
 def test_forces_are_minus_the_energy_gradient(name, calc_fixture, request):
     calc = request.getfixturevalue(calc_fixture)
     for atoms in (molecule(name), displaced(name, 0)):  # CH4 at Td: degenerate t2 orbitals
@@ -60,7 +72,8 @@ def test_methane_at_td_has_degenerate_occupied_orbitals_and_finite_forces(methan
     assert np.abs(forces[0]).max() < 1e-8
 
 
-@pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc")])
+@pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc"),
+                                               ("H2O", "water_exact_overlap_calc")])
 def test_hessian_is_symmetric_and_matches_finite_differences(name, calc_fixture, request):
     calc = request.getfixturevalue(calc_fixture)
     atoms = displaced(name, 1)

@@ -173,12 +173,16 @@ def test_distributed_data_parallel_matches_one_process(water_file, tmp_path):
         torch.testing.assert_close(ddp[key], value, rtol=1e-9, atol=1e-11)
 
 
-def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp_path):
-    """Energy and force losses flow through the eigensolver into the network."""
+@pytest.mark.parametrize("exact_overlap", [False, True])
+def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp_path,
+                                                            exact_overlap):
+    """Energy and force losses flow through the eigensolver into the network (with S predicted,
+    or taken from the integrals from the fine-tune on)."""
     model_path, data = small_potential("H2O")
     config = TrainConfig.from_dict({
         "dataset": data, "output_dir": str(tmp_path / "tune"), "init_from": model_path,
         "split": {"n_train": 12, "n_validation": 4, "n_test": 0},
+        "model": {"exact_overlap": True} if exact_overlap else {},
         "optim": {"dtype": "float64", "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 3},
         "loss": {"energy": 1.0, "forces": 1.0},
     })
@@ -186,9 +190,12 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     first, last = result.history[0], result.history[-1]
     assert np.isfinite(last["train_energy"]) and np.isfinite(last["train_forces"])
     assert last["train_forces"] < first["train_forces"]
+    assert ("train_overlap" in last) != exact_overlap
     before, after = load_model(model_path), load_model(result.best_model_path)
-    changed = [not torch.equal(a, b) for a, b in zip(before.state_dict().values(),
-                                                      after.state_dict().values())]
+    assert after.config.exact_overlap == exact_overlap
+    after_state = after.state_dict()
+    changed = [not torch.equal(value, after_state[key])
+               for key, value in before.state_dict().items() if key in after_state]
     assert any(changed)
     # The matrix heads' on-site offsets of the pretrained model are kept, not refitted.
     torch.testing.assert_close(after.heads["hamiltonian"].onsite_offset,

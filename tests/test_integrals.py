@@ -1,0 +1,69 @@
+"""Exact overlap from PySCF's integrals: values, first and second position derivatives, and a
+model that takes S from them."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.units import Bohr
+
+from ase_phisnet.integrals import OverlapIntegrals, exact_overlap
+from ase_phisnet.model import ModelConfig, PhiSNet, with_exact_overlap
+from ase_phisnet.reference import build_molecule
+
+
+@pytest.fixture(scope="module")
+def water():
+    atoms = molecule("H2O")
+    atoms.positions += np.random.default_rng(0).normal(scale=0.05, size=atoms.positions.shape)
+    return atoms.numbers, torch.tensor(atoms.positions / Bohr, dtype=torch.float64)
+
+
+def test_values_are_pyscfs_overlap(water):
+    numbers, positions = water
+    overlap = exact_overlap(OverlapIntegrals(numbers, "def2-svp"), positions)
+    reference = build_molecule(numbers, positions.numpy(), "def2-svp").intor("int1e_ovlp")
+    np.testing.assert_allclose(overlap.numpy(), reference, atol=1e-14)
+
+
+def test_first_and_second_derivatives_match_finite_differences(water):
+    """gradcheck/gradgradcheck compare every analytic derivative with central differences,
+    for one geometry and a batch of two."""
+    numbers, positions = water
+    integrals = OverlapIntegrals(numbers, "def2-svp")
+    single = positions.clone().requires_grad_(True)
+    batch = torch.stack([positions, positions + 0.02]).requires_grad_(True)
+    for inputs in (single, batch):
+        assert torch.autograd.gradcheck(lambda p: exact_overlap(integrals, p), (inputs,))
+        assert torch.autograd.gradgradcheck(lambda p: exact_overlap(integrals, p), (inputs,))
+
+
+def test_overlap_is_invariant_to_translation(water):
+    numbers, positions = water
+    integrals = OverlapIntegrals(numbers, "def2-svp")
+    shifted = positions + torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(exact_overlap(integrals, shifted),
+                               exact_overlap(integrals, positions), rtol=0, atol=1e-13)
+    # ... so its derivative sums to zero over the atoms, for any weighting of S.
+    moved = positions.clone().requires_grad_(True)
+    weights = torch.randn(24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (gradient,) = torch.autograd.grad((exact_overlap(integrals, moved) * weights).sum(), moved)
+    torch.testing.assert_close(gradient.sum(0), torch.zeros(3, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+
+
+def test_model_with_exact_overlap_keeps_the_other_weights(water):
+    numbers, positions = water
+    torch.manual_seed(0)
+    config = ModelConfig(basis="def2-svp", elements=("H", "O"), channels=(8, 4, 4, 4, 4),
+                         num_layers=1, num_radial=4, radial_hidden=8)
+    learned = PhiSNet(config).double()
+    exact = with_exact_overlap(learned)
+    assert exact.config.exact_overlap and "overlap" not in exact.config.matrices
+    atomic_numbers = torch.as_tensor(numbers)
+    a, b = learned(atomic_numbers, positions), exact(atomic_numbers, positions)
+    torch.testing.assert_close(a["hamiltonian"], b["hamiltonian"], rtol=0, atol=0)
+    reference = build_molecule(numbers, positions.numpy(), "def2-svp").intor("int1e_ovlp")
+    np.testing.assert_allclose(b["overlap"].detach().numpy(), reference, atol=1e-14)
+    with pytest.raises(ValueError, match="leave 'overlap' out"):
+        ModelConfig(exact_overlap=True)
