@@ -128,10 +128,11 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
     import time
 
     model.eval()
+    matrices = set(model.config.matrices) | ({"overlap"} if model.config.exact_overlap else set())
     if energies is None:
-        energies = ENERGY_PATH <= set(model.config.matrices)
+        energies = ENERGY_PATH <= matrices
     dtype = next(model.parameters()).dtype
-    errors = {name: [] for name in model.config.matrices}
+    errors = {name: [] for name in sorted(matrices)}
     energy_errors, cosines, n_indefinite = [], [], 0
     total_energy_errors, force_errors, n_energy_failed = [], [], 0
     elapsed = 0.0

@@ -3,22 +3,39 @@
 #
 #   bash scripts/ship_potentials.sh water     # water-pbe-def2svp (stages 1-3) and -orbitals (stage 1)
 #   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (stages 1, 1b, 2), -orbitals (1, 1b)
+#   bash scripts/ship_potentials.sh ethanol orbitals   # only the -orbitals one
 #
 # Needs the molecule's data set (README, "Shipped potentials") and its training stages run with
 # the configs named below (configs/<molecule>_pbe_def2svp_stage*.yaml).
 set -euo pipefail
-molecule="${1:?usage: ship_potentials.sh water|ethanol}"
-python - "$molecule" <<'PY'
+molecule="${1:?usage: ship_potentials.sh water|ethanol [orbitals]}"
+python - "$molecule" "${2:-}" <<'PY'
+import json
 import sys
 
+from ase_phisnet.model import load_model, save_model, with_exact_overlap
 from ase_phisnet.potentials import ship_potential
 
 FORMULA = {"water": "H2O", "ethanol": "CH3CH2OH"}
 #: Training stages in order: the matrices-only ones (the -orbitals potential), then end to end.
 MATRIX_STAGES = {"water": ["stage1"], "ethanol": ["stage1", "stage1b"]}
 ENERGY_STAGES = {"water": ["stage2", "stage3"], "ethanol": ["stage2"]}
+#: Molecules whose orbitals potential takes S from the integrals (its learned S was indefinite
+#: at some geometries; configs/ethanol_pbe_def2svp_stage1b.yaml).
+EXACT_OVERLAP = {"ethanol"}
 
-molecule = sys.argv[1]
+
+def exact_overlap_copy(path: str) -> str:
+    """``path`` turned over to S from the integrals, saved beside it with its training record."""
+    copy = path.replace(".pt", "_exact_overlap.pt")
+    meta = json.load(open(path + ".json"))
+    save_model(with_exact_overlap(load_model(path)), copy,
+               extra={k: v for k, v in meta.items() if k not in ("format", "format_version",
+                                                                 "config")})
+    return copy
+
+
+molecule, only = sys.argv[1], sys.argv[2]
 if molecule not in FORMULA:
     sys.exit(f"unknown molecule {molecule!r}; choose from {sorted(FORMULA)}")
 stem = f"{molecule}_pbe_def2svp"
@@ -32,7 +49,12 @@ for name, stages, notes in (
         (f"{molecule}-pbe-def2svp", MATRIX_STAGES[molecule] + ENERGY_STAGES[molecule], "notes"),
         # The matrices-only stages alone: the orbitals potential (its card says what it is for).
         (f"{molecule}-pbe-def2svp-orbitals", MATRIX_STAGES[molecule], "orbitals_notes")):
-    print(ship_potential(f"runs/{stem}/{stages[-1]}/best_model.pt", name=name,
+    if only == "orbitals" and not name.endswith("-orbitals"):
+        continue
+    model_path = f"runs/{stem}/{stages[-1]}/best_model.pt"
+    if name.endswith("-orbitals") and molecule in EXACT_OVERLAP:
+        model_path = exact_overlap_copy(model_path)
+    print(ship_potential(model_path, name=name,
                          stage_configs=[f"configs/{stem}_{stage}.yaml" for stage in stages],
                          notes=open(f"configs/{stem}_{notes}.md").read(), **common))
 PY

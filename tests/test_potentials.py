@@ -51,7 +51,8 @@ def test_unknown_name_lists_what_is_shipped():
 def test_fresh_geometry_against_pyscf_within_the_cards_errors(entry):
     """A seeded thermal-size distortion of the equilibrium geometry, PySCF PBE/def2-SVP on it,
     and the potential's H and forces: errors within 3x the card's test-split MAE (one
-    geometry fluctuates about the mean)."""
+    geometry fluctuates about the mean). Forces only for the potentials meant for them: the
+    ``-orbitals`` ones were trained on matrices alone and their cards say so."""
     atoms = molecule(MOLECULES[entry["name"]])
     atoms.positions += np.random.default_rng(7).normal(scale=0.05, size=atoms.positions.shape)
     reference = compute_reference(atoms.numbers, atoms.positions / Bohr,
@@ -65,7 +66,8 @@ def test_fresh_geometry_against_pyscf_within_the_cards_errors(entry):
     print(f"{entry['name']}: H MAE {h_mae_ueh:.1f} µEh (card {metrics['hamiltonian_mae_ueh']:.1f}),"
           f" force MAE {force_mae:.1f} meV/Å (card {metrics['force_mae_mev_per_ang']:.1f})")
     assert h_mae_ueh < 3 * metrics["hamiltonian_mae_ueh"]
-    assert force_mae < 3 * metrics["force_mae_mev_per_ang"]
+    if not entry["name"].endswith("-orbitals"):  # their cards say their forces are unusable
+        assert force_mae < 3 * metrics["force_mae_mev_per_ang"]
 
 
 def test_loads_by_name_from_an_installed_wheel(tmp_path):
