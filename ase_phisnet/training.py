@@ -293,7 +293,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                         state["n_validation"], len(valid_data))
             state.update(best_loss=math.inf, stale_epochs=0)
             scheduler.best, scheduler.num_bad_epochs = math.inf, 0
-    state.update(n_train=len(train_data), n_validation=len(valid_data))
+    state["n_validation"] = len(valid_data)  # compared on the next resume
 
     trained = model
     if world > 1:
