@@ -15,8 +15,11 @@ of. Forces need dS/dR and Hessians d²S/dR²; both come from PySCF's derivative 
                         + δ(A, μ) δ(B, ν) ipip2[x, y, μ, ν] + δ(A, ν) δ(B, μ) ipip2[y, x, μ, ν]
 
 where δ(A, μ) is 1 when AO μ sits on atom A. Autograd sees S through :func:`exact_overlap`;
-its backward is itself differentiable (in the upstream gradient, for force training, and in
-R, for Hessians). Third derivatives in R are not provided. PySCF AO order, Bohr.
+its backward is itself differentiable in the upstream gradient (force training needs that) and,
+unless ``twice_differentiable=False``, in R (Hessians need that). Force training asks for the
+first only: the second-derivative integrals cost about as much as a fifth of an ethanol
+training step and would only feed the gradient of the (unused) positions. Third derivatives
+in R are not provided. PySCF AO order, Bohr.
 """
 
 from __future__ import annotations
@@ -76,9 +79,16 @@ class OverlapIntegrals:
         return per_atom.index_select(-2, self.atom_of_ao.to(per_atom.device))
 
 
-def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor) -> torch.Tensor:
-    """S at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a differentiable tensor."""
-    return _Overlap.apply(positions_bohr, integrals)
+def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor,
+                  twice_differentiable: bool = True) -> torch.Tensor:
+    """S at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a differentiable tensor.
+
+    With ``twice_differentiable=False`` the first derivative dS/dR is exact and differentiable
+    in whatever multiplies it (so a loss on forces trains the parameters correctly), but it is
+    treated as constant in R: a second derivative in R through it misses the d²S/dR² terms.
+    Use it only where no second derivative in R is taken (force training).
+    """
+    return _Overlap.apply(positions_bohr, integrals, twice_differentiable)
 
 
 def _batched(positions: torch.Tensor, compute) -> torch.Tensor:
@@ -90,15 +100,18 @@ def _batched(positions: torch.Tensor, compute) -> torch.Tensor:
 
 class _Overlap(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, positions, integrals):
+    def forward(ctx, positions, integrals, twice_differentiable):
         ctx.integrals = integrals
+        ctx.twice_differentiable = twice_differentiable
         ctx.save_for_backward(positions)
         return _batched(positions, integrals.overlap)
 
     @staticmethod
     def backward(ctx, grad_overlap):
         (positions,) = ctx.saved_tensors
-        return _OverlapPullback.apply(grad_overlap, positions, ctx.integrals), None
+        if not ctx.twice_differentiable:
+            positions = positions.detach()  # the pullback is then constant in R
+        return _OverlapPullback.apply(grad_overlap, positions, ctx.integrals), None, None
 
 
 class _OverlapPullback(torch.autograd.Function):

@@ -195,7 +195,8 @@ class PhiSNet(nn.Module):
         return self.species_of_z[z]
 
     def forward(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
-                return_invariants: bool = False) -> dict[str, torch.Tensor]:
+                return_invariants: bool = False,
+                twice_differentiable: bool = True) -> dict[str, torch.Tensor]:
         """Matrices of one molecule, or of a batch of geometries of the same molecule.
 
         Args:
@@ -206,18 +207,24 @@ class PhiSNet(nn.Module):
             ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
             AO order; with ``return_invariants`` also the TraceGrad predictions
             ``"trace_atom"`` ([B,] A) and ``"trace_pair"`` ([B,] P) of ``|H_b|_F`` (Eh).
+            ``twice_differentiable=False`` (force training) lets an exact overlap skip its
+            second position derivatives (:func:`~ase_phisnet.integrals.exact_overlap`); the
+            outputs are then differentiable once in the positions, and in the parameters
+            through that first derivative. The network itself is always smooth.
             Always also ``"energy_correction_eh"`` ([B,]): the atomwise term of the energy
             model (:mod:`ase_phisnet.potential`).
         """
         if self.tracegrad is None or torch.is_grad_enabled():
-            return self._forward(atomic_numbers, positions_bohr, return_invariants)
+            return self._forward(atomic_numbers, positions_bohr, return_invariants,
+                                 twice_differentiable)
         # TraceGrad's features are gradients through the whole network (atom features enter
         # the pair features too), so they need the graph even in inference; detach after.
         with torch.enable_grad():
-            outputs = self._forward(atomic_numbers, positions_bohr, return_invariants)
+            outputs = self._forward(atomic_numbers, positions_bohr, return_invariants,
+                                    twice_differentiable)
         return {k: v.detach() for k, v in outputs.items()}
 
-    def _forward(self, atomic_numbers, positions_bohr, return_invariants):
+    def _forward(self, atomic_numbers, positions_bohr, return_invariants, twice_differentiable):
         single = positions_bohr.dim() == 2
         positions = positions_bohr.unsqueeze(0) if single else positions_bohr  # (B, A, 3)
         molecule = self._molecule(atomic_numbers, positions.device)
@@ -256,7 +263,8 @@ class PhiSNet(nn.Module):
                                     pair_weight=envelope)
         outputs.update(zip(self.heads.keys(), matrices))
         if self.config.exact_overlap:
-            outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions)
+            outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions,
+                                               twice_differentiable)
         scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
         outputs["energy_correction_eh"] = (self.energy_mlp(scalars).squeeze(-1)
                                            + self.element_energy_eh[species]).sum(-1)

@@ -121,7 +121,10 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     positions = batch.positions_bohr
     if want_forces:
         positions = positions.detach().requires_grad_(True)
-    out = model(batch.atomic_numbers, positions, return_invariants=want_traces)
+    # Forces are the only derivative in the positions taken here: the loss's backward needs
+    # second derivatives in the parameters, never in the positions.
+    out = model(batch.atomic_numbers, positions, return_invariants=want_traces,
+                twice_differentiable=False)
     terms = {}
     for name, reference in batch.matrices.items():
         terms[name] = _scaled_error(out[name], reference, scales[name])

@@ -67,3 +67,26 @@ def test_model_with_exact_overlap_keeps_the_other_weights(water):
     np.testing.assert_allclose(b["overlap"].detach().numpy(), reference, atol=1e-14)
     with pytest.raises(ValueError, match="leave 'overlap' out"):
         ModelConfig(exact_overlap=True)
+
+
+def test_force_training_gradients_need_no_second_position_derivatives(water):
+    """``twice_differentiable=False`` skips d²S/dR²: the parameter gradient of a force loss
+    (what training takes) is unchanged, because d²S/dR² only reaches the positions' gradient."""
+    numbers, positions = water
+    integrals = OverlapIntegrals(numbers, "def2-svp")
+    generator = torch.Generator().manual_seed(2)
+    weights = torch.randn(24, 24, dtype=torch.float64, generator=generator).requires_grad_(True)
+    target = torch.randn(3, 3, dtype=torch.float64, generator=generator)
+
+    def parameter_gradient(twice):
+        moved = positions.clone().requires_grad_(True)
+        overlap = exact_overlap(integrals, moved, twice_differentiable=twice)
+        energy = (weights * overlap).sum() + (weights.sin() * overlap ** 2).sum()
+        (gradient,) = torch.autograd.grad(energy, moved, create_graph=True)
+        loss = ((-gradient - target) ** 2).sum()
+        return torch.autograd.grad(loss, (weights, moved))
+
+    first_order, second_order = parameter_gradient(False), parameter_gradient(True)
+    torch.testing.assert_close(first_order[0], second_order[0], rtol=1e-12, atol=1e-14)
+    # What was skipped: the d²S/dR² part of the positions' gradient.
+    assert not torch.allclose(first_order[1], second_order[1], atol=1e-6)
