@@ -212,8 +212,8 @@ def mulliken_charges(density_matrix, overlap, atomic_numbers, ao_slices) -> torc
 
 
 def dipole_moment_e_bohr(density_matrix, dipole_integrals, atomic_numbers, positions_bohr):
-    """``mu = sum_A Z_A R_A - Tr[P r]`` in e·Bohr, origin at 0; ``dipole_integrals (3, nao, nao)``
-    are PySCF's ``int1e_r``."""
-    electronic = torch.einsum("...mn,xnm->...x", density_matrix, dipole_integrals)
+    """``mu = sum_A Z_A R_A - Tr[P r]`` in e·Bohr, origin at 0; ``dipole_integrals
+    ([B,] 3, nao, nao)`` are PySCF's ``int1e_r`` (one set for all, or one per geometry)."""
+    electronic = torch.einsum("...mn,...xnm->...x", density_matrix, dipole_integrals)
     nuclear = (atomic_numbers.to(positions_bohr.dtype)[:, None] * positions_bohr).sum(-2)
     return nuclear - electronic

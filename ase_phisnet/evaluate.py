@@ -5,6 +5,8 @@ Metrics (test split unless told otherwise):
 * ``hamiltonian_mae_ueh``: mean absolute error of all elements of H, micro-Hartree;
 * ``overlap_mae``: mean absolute error of S (dimensionless), ``core_hamiltonian_mae_ueh``;
 * ``occupied_energy_mae_ueh``: MAE of the occupied orbital energies of ``H C = S C eps``;
+* ``dipole_mae_debye``: MAE of the dipole-moment components ``sum_A Z_A R_A - Tr[P r]`` of the
+  predicted density matrix (an electronic property the orbitals alone do not show);
 * ``occupied_cosine_similarity_pct``: mean over occupied orbitals of
   ``|<c_pred, c_ref>| / (|c_pred| |c_ref|)`` of the AO coefficient vectors, in percent (the sign
   of an eigenvector is arbitrary, hence the absolute value; for degenerate orbitals the
@@ -25,15 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import torch
-from ase.units import Bohr, Hartree, kcal, mol
+from ase.units import Bohr, Debye, Hartree, kcal, mol
 
 from ase_phisnet.dataset import HamiltonianDataset
 from ase_phisnet.errors import PhiSNetError
+from ase_phisnet.integrals import position_integrals
 from ase_phisnet.model import PhiSNet
 
 MICRO = 1e6
 MEV_PER_EH = 1000 * Hartree
 KCAL_MOL_PER_EH = Hartree / (kcal / mol)
+DEBYE_IN_E_BOHR = Debye / Bohr  # 1 D in e·Bohr
 ENERGY_PATH = {"hamiltonian", "overlap", "core_hamiltonian"}
 
 
@@ -45,6 +49,7 @@ class Metrics:
     core_hamiltonian_mae_ueh: float | None
     occupied_energy_mae_ueh: float
     occupied_cosine_similarity_pct: float
+    dipole_mae_debye: float
     seconds_per_geometry: float
     n_indefinite_overlap: int = 0  # predicted S not positive definite: reference S used there
     n_energy_failed: int = 0  # no energy from the predicted matrices (e.g. S indefinite)
@@ -63,6 +68,7 @@ class Metrics:
              else f"{self.core_hamiltonian_mae_ueh:.2f} µEh"),
             ("occupied ε MAE", f"{self.occupied_energy_mae_ueh:.2f} µEh"),
             ("occupied orbital |cos|", f"{self.occupied_cosine_similarity_pct:.3f} %"),
+            ("dipole MAE", f"{self.dipole_mae_debye:.4f} D"),
             ("model time", f"{1000 * self.seconds_per_geometry:.2f} ms/geometry"),
         ]
         if self.energy_mae_mev is not None:
@@ -133,7 +139,7 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
         energies = ENERGY_PATH <= matrices
     dtype = next(model.parameters()).dtype
     errors = {name: [] for name in sorted(matrices)}
-    energy_errors, cosines, n_indefinite = [], [], 0
+    energy_errors, cosines, dipole_errors, n_indefinite = [], [], [], 0
     total_energy_errors, force_errors, n_energy_failed = [], [], 0
     elapsed = 0.0
     positions = list(positions)
@@ -170,6 +176,11 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
             eps_pred, c_pred = occupied_orbitals(predicted["hamiltonian"][b], overlap_pred, n_occ)
             eps_ref, c_ref = occupied_orbitals(record.hamiltonian_eh, record.overlap, n_occ)
             energy_errors.append(np.abs(eps_pred - eps_ref))
+            r_integrals = position_integrals(record.atomic_numbers, [record.positions_bohr],
+                                             model.config.basis)[0]
+            nuclear = record.atomic_numbers @ record.positions_bohr
+            dipole = nuclear - 2 * np.einsum("mi,ni,xmn->x", c_pred, c_pred, r_integrals)
+            dipole_errors.append(np.abs(dipole - record.dipole_e_bohr))
             dots = np.abs(np.sum(c_pred * c_ref, axis=0))
             cosines.append(dots / (np.linalg.norm(c_pred, axis=0) * np.linalg.norm(c_ref, axis=0)))
     mean = {name: float(np.mean(np.concatenate(values))) for name, values in errors.items()}
@@ -183,6 +194,7 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
                                   if "core_hamiltonian" in mean else None),
         occupied_energy_mae_ueh=MICRO * float(np.mean(np.concatenate(energy_errors))),
         occupied_cosine_similarity_pct=100 * float(np.mean(np.concatenate(cosines))),
+        dipole_mae_debye=float(np.mean(np.concatenate(dipole_errors))) / DEBYE_IN_E_BOHR,
         seconds_per_geometry=elapsed / max(len(positions), 1),
         n_indefinite_overlap=n_indefinite,
         n_energy_failed=n_energy_failed,

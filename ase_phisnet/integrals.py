@@ -144,3 +144,11 @@ class _OverlapPullback(torch.autograd.Function):
             two_functions = torch.einsum("...mn,...mx,...xymn->...ny", symmetric, spread, ipip2)
             grad_positions = integrals.atoms_sum(same_function + two_functions)
         return grad_grad, grad_positions, None
+
+
+def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray:
+    """``<μ| r |ν>`` (PySCF ``int1e_r``, origin at 0, Bohr) of geometries ``(N, A, 3)`` of one
+    molecule: ``(N, 3, nao, nao)``, for dipole moments of predicted density matrices
+    (:func:`~ase_phisnet.electronic.dipole_moment_e_bohr`)."""
+    integrals = OverlapIntegrals(atomic_numbers, basis)
+    return np.stack([integrals._at(p).intor("int1e_r") for p in np.asarray(positions_bohr)])

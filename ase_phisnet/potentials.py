@@ -44,6 +44,7 @@ METRIC_LINES = (
     ("hamiltonian_mae_ueh", "H MAE", "{:.1f} µEh"),
     ("occupied_energy_mae_ueh", "occupied ε MAE", "{:.1f} µEh"),
     ("occupied_cosine_similarity_pct", "orbital |cos|", "{:.3f} %"),
+    ("dipole_mae_debye", "dipole MAE", "{:.3f} D"),
     ("energy_mae_mev", "energy MAE", "{:.2f} meV"),
     ("force_mae_mev_per_ang", "force MAE", "{:.1f} meV/Å"),
     ("force_max_error_mev_per_ang", "largest force error", "{:.0f} meV/Å"),
@@ -201,6 +202,8 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"| S MAE | {metrics.overlap_mae:.2e} |",
         f"| occupied orbital-energy MAE | {metrics.occupied_energy_mae_ueh:.1f} µEh |",
         f"| occupied orbital cosine similarity | {metrics.occupied_cosine_similarity_pct:.3f} % |",
+        f"| dipole MAE (per component, from the predicted density) | "
+        f"{metrics.dipole_mae_debye:.3f} D |",
         f"| energy MAE | {metrics.energy_mae_mev:.2f} meV ({metrics.energy_mae_kcal_mol:.3f} "
         "kcal/mol) |",
         f"| force MAE | {metrics.force_mae_mev_per_ang:.1f} meV/Å "

@@ -6,6 +6,12 @@ reference elements in the training split)::
     L = sum_M w_M [ mean((M_pred - M_ref)^2) / sigma_M^2 + mean|M_pred - M_ref| / sigma_M ]
         + w_eps [ same for the occupied orbital energies of H C = S C eps ]
         + w_tg  [ same for the TraceGrad invariants |H_b|_F of every atom and pair block ]
+        + w_E, w_F [ same for the total energy and the forces of the energy model ]
+        + w_mu  [ same for the dipole moment sum_A Z_A R_A - Tr[P r] of the predicted P ]
+
+The dipole term ties the density matrix to the reference where end-to-end energy training
+would otherwise let H and core H drift into a latent pair that fits energies with the wrong
+density (the dipole depends on P alone).
 
 AdamW or AMSGrad, ReduceLROnPlateau on the validation loss, an exponential moving average (EMA)
 of the weights (validated and saved), gradient clipping, early stopping, and a checkpoint after
@@ -26,8 +32,9 @@ import numpy as np
 import torch
 
 from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.electronic import orthogonalized
+from ase_phisnet.electronic import dipole_moment_e_bohr, orthogonalized, solve_closed_shell
 from ase_phisnet.errors import PhiSNetError
+from ase_phisnet.integrals import position_integrals
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model, with_exact_overlap
 from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
@@ -47,6 +54,8 @@ class MatrixData:
     occupied_energies_eh: torch.Tensor  # (N, n_occ)
     energy_eh: torch.Tensor  # (N,)
     forces_eh_per_bohr: torch.Tensor  # (N, A, 3)
+    dipole_e_bohr: torch.Tensor  # (N, 3), origin at 0
+    position_integrals: torch.Tensor | None = None  # (N, 3, nao, nao) int1e_r, for dipoles
 
     def __len__(self):
         return self.positions_bohr.shape[0]
@@ -55,7 +64,9 @@ class MatrixData:
         return MatrixData(self.atomic_numbers, self.positions_bohr[index],
                           {k: v[index] for k, v in self.matrices.items()},
                           self.occupied_energies_eh[index], self.energy_eh[index],
-                          self.forces_eh_per_bohr[index])
+                          self.forces_eh_per_bohr[index], self.dipole_e_bohr[index],
+                          None if self.position_integrals is None
+                          else self.position_integrals[index])
 
     def to(self, device, dtype) -> MatrixData:
         return MatrixData(self.atomic_numbers.to(device),
@@ -63,15 +74,20 @@ class MatrixData:
                           {k: v.to(device, dtype) for k, v in self.matrices.items()},
                           self.occupied_energies_eh.to(device, dtype),
                           self.energy_eh.to(device, dtype),
-                          self.forces_eh_per_bohr.to(device, dtype))
+                          self.forces_eh_per_bohr.to(device, dtype),
+                          self.dipole_e_bohr.to(device, dtype),
+                          None if self.position_integrals is None
+                          else self.position_integrals.to(device, dtype))
 
 
 _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
                  "core_hamiltonian": "core_hamiltonian_eh"}
 
 
-def load_matrix_data(dataset: HamiltonianDataset, positions, names) -> MatrixData:
-    """Read records at ``positions`` of ``dataset`` into float64 tensors."""
+def load_matrix_data(dataset: HamiltonianDataset, positions, names,
+                     with_position_integrals: bool = False) -> MatrixData:
+    """Read records at ``positions`` of ``dataset`` into float64 tensors; with
+    ``with_position_integrals`` also PySCF's ``int1e_r`` of each geometry (dipole loss)."""
     records = [dataset[int(p)] for p in positions]
     if not records:
         raise ValueError("no records selected")
@@ -87,6 +103,10 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names) -> MatrixDat
         occupied_energies_eh=torch.as_tensor(np.stack(occupied)),
         energy_eh=torch.as_tensor(np.array([r.energy_eh for r in records])),
         forces_eh_per_bohr=torch.as_tensor(np.stack([r.forces_eh_per_bohr for r in records])),
+        dipole_e_bohr=torch.as_tensor(np.stack([r.dipole_e_bohr for r in records])),
+        position_integrals=torch.as_tensor(position_integrals(
+            numbers, [r.positions_bohr for r in records], dataset.metadata.theory.basis))
+        if with_position_integrals else None,
     )
 
 
@@ -134,14 +154,27 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
         eps = occupied_orbital_energies(out["hamiltonian"], overlap, n_occ)
         terms["orbital_energies"] = _scaled_error(eps, batch.occupied_energies_eh,
                                                   scales["orbital_energies"])
+    solution = None
     if weights.energy > 0 or want_forces:
         n_occ = batch.occupied_energies_eh.shape[-1]
-        energy = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ).energy_eh
+        prediction = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ)
+        energy, solution = prediction.energy_eh, prediction.solution
         terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"])
         if want_forces:
             (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
             terms["forces"] = _scaled_error(-gradient, batch.forces_eh_per_bohr,
                                             scales["forces"])
+    if weights.dipole > 0:
+        if batch.position_integrals is None:
+            raise ValueError("a dipole loss needs the data loaded with_position_integrals")
+        if solution is None:
+            overlap = out.get("overlap", batch.matrices.get("overlap"))
+            solution = solve_closed_shell(out["hamiltonian"], overlap,
+                                          batch.occupied_energies_eh.shape[-1],
+                                          derivative_order=1)
+        dipole = dipole_moment_e_bohr(solution.density_matrix, batch.position_integrals,
+                                      batch.atomic_numbers, positions)
+        terms["dipole"] = _scaled_error(dipole, batch.dipole_e_bohr, scales["dipole"])
     if want_traces:
         atom_ref, pair_ref = block_norms(batch.matrices["hamiltonian"], _unwrap(model),
                                          batch.atomic_numbers)
@@ -161,6 +194,7 @@ def loss_scales(model: PhiSNet, train: MatrixData) -> dict[str, float]:
     scales["orbital_energies"] = float(train.occupied_energies_eh.std())
     scales["energy"] = max(float(train.energy_eh.std()), 1e-4)
     scales["forces"] = float(train.forces_eh_per_bohr.std())
+    scales["dipole"] = max(float(train.dipole_e_bohr.std()), 1e-3)
     atom_norms, pair_norms = block_norms(train.matrices["hamiltonian"], model,
                                          train.atomic_numbers)
     scales["trace"] = float(torch.cat([atom_norms.ravel(), pair_norms.ravel()]).std())
@@ -251,8 +285,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                           config.split.n_test, over_plan=config.split.over_plan)
     model = _build_model(config, dataset, dtype)
     names = list(model.config.matrices)
-    train_data = load_matrix_data(dataset, split.train, names)
-    valid_data = load_matrix_data(dataset, split.validation, names)
+    dipoles = config.loss.dipole > 0
+    train_data = load_matrix_data(dataset, split.train, names, dipoles)
+    valid_data = load_matrix_data(dataset, split.validation, names, dipoles)
     dataset.close()  # all in memory now; the generator may still be appending to the file
     scales = loss_scales(model, train_data)
     shortest_distance = min_distance_bohr(train_data.positions_bohr)

@@ -85,6 +85,7 @@ class LossWeights:
     tracegrad: float = 0.1
     energy: float = 0.0
     forces: float = 0.0
+    dipole: float = 0.0  # dipole moment of the predicted density matrix (needs H and S)
 
     def __post_init__(self):
         if any(w < 0 for w in dataclasses.astuple(self)):
