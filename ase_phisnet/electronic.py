@@ -211,9 +211,18 @@ def mulliken_charges(density_matrix, overlap, atomic_numbers, ao_slices) -> torc
     return atomic_numbers.to(per_atom.dtype) - per_atom
 
 
-def dipole_moment_e_bohr(density_matrix, dipole_integrals, atomic_numbers, positions_bohr):
-    """``mu = sum_A Z_A R_A - Tr[P r]`` in e·Bohr, origin at 0; ``dipole_integrals
-    ([B,] 3, nao, nao)`` are PySCF's ``int1e_r`` (one set for all, or one per geometry)."""
+def charge_center_bohr(atomic_numbers, positions_bohr) -> torch.Tensor:
+    """Centre of nuclear charge ``sum_A Z_A R_A / sum_A Z_A`` in Bohr, shape ``(..., 3)``."""
+    charges = atomic_numbers.to(positions_bohr.dtype)
+    return (charges[:, None] * positions_bohr).sum(-2) / charges.sum()
+
+
+def dipole_moment_e_bohr(density_matrix, dipole_integrals, atomic_numbers, positions_bohr,
+                         origin_bohr=None):
+    """``mu = sum_A Z_A (R_A - O) - Tr[P (r - O)]`` in e·Bohr about ``origin_bohr`` O
+    (``(..., 3)``, default 0); ``dipole_integrals ([B,] 3, nao, nao)`` are ``<μ| r - O |ν>``
+    (PySCF's ``int1e_r`` for O = 0; one set for all geometries, or one per geometry)."""
     electronic = torch.einsum("...mn,...xnm->...x", density_matrix, dipole_integrals)
-    nuclear = (atomic_numbers.to(positions_bohr.dtype)[:, None] * positions_bohr).sum(-2)
+    relative = positions_bohr if origin_bohr is None else positions_bohr - origin_bohr[..., None, :]
+    nuclear = (atomic_numbers.to(positions_bohr.dtype)[:, None] * relative).sum(-2)
     return nuclear - electronic

@@ -85,8 +85,9 @@ def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor,
 
     With ``twice_differentiable=False`` the first derivative dS/dR is exact and differentiable
     in whatever multiplies it (so a loss on forces trains the parameters correctly), but it is
-    treated as constant in R: a second derivative in R through it misses the d²S/dR² terms.
-    Use it only where no second derivative in R is taken (force training).
+    treated as constant in R: a second derivative in R through it silently misses the d²S/dR²
+    terms (so does the positions' ``.grad`` after a force loss's backward). Use it only where
+    no second derivative in R is taken (force training).
     """
     return _Overlap.apply(positions_bohr, integrals, twice_differentiable)
 
@@ -147,8 +148,19 @@ class _OverlapPullback(torch.autograd.Function):
 
 
 def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray:
-    """``<μ| r |ν>`` (PySCF ``int1e_r``, origin at 0, Bohr) of geometries ``(N, A, 3)`` of one
-    molecule: ``(N, 3, nao, nao)``, for dipole moments of predicted density matrices
-    (:func:`~ase_phisnet.electronic.dipole_moment_e_bohr`)."""
+    """``<μ| r - R_c |ν>`` (PySCF ``int1e_r`` minus ``R_c S``, Bohr) of geometries ``(N, A, 3)``
+    of one molecule, ``R_c`` each geometry's centre of nuclear charge: ``(N, 3, nao, nao)``.
+
+    For dipole moments of predicted density matrices about ``R_c``
+    (:func:`~ase_phisnet.electronic.dipole_moment_e_bohr` with ``origin_bohr=R_c``): a density
+    normalized against a predicted S holds slightly more or fewer than N electrons in the exact
+    metric, and about ``R_c`` that error does not grow with the distance from the origin.
+    """
     integrals = OverlapIntegrals(atomic_numbers, basis)
-    return np.stack([integrals._at(p).intor("int1e_r") for p in np.asarray(positions_bohr)])
+    charges = integrals.atomic_numbers.astype(float)
+    values = []
+    for positions in np.asarray(positions_bohr, dtype=float):
+        mol = integrals._at(positions)
+        center = charges @ positions / charges.sum()
+        values.append(mol.intor("int1e_r") - center[:, None, None] * mol.intor("int1e_ovlp"))
+    return np.stack(values)

@@ -202,15 +202,17 @@ class PhiSNet(nn.Module):
         Args:
             atomic_numbers: (A,) long.
             positions_bohr: (A, 3) or (B, A, 3) float, may require grad.
+            return_invariants: also return the TraceGrad predictions (below).
+            twice_differentiable: False (force training only) lets an exact overlap skip its
+                second position derivatives (:func:`~ase_phisnet.integrals.exact_overlap`):
+                the outputs are then differentiable once in the positions, and in the
+                parameters through that first derivative; a second derivative in the
+                positions (a Hessian) silently misses the d²S/dR² terms.
 
         Returns:
             ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
             AO order; with ``return_invariants`` also the TraceGrad predictions
             ``"trace_atom"`` ([B,] A) and ``"trace_pair"`` ([B,] P) of ``|H_b|_F`` (Eh).
-            ``twice_differentiable=False`` (force training) lets an exact overlap skip its
-            second position derivatives (:func:`~ase_phisnet.integrals.exact_overlap`); the
-            outputs are then differentiable once in the positions, and in the parameters
-            through that first derivative. The network itself is always smooth.
             Always also ``"energy_correction_eh"`` ([B,]): the atomwise term of the energy
             model (:mod:`ase_phisnet.potential`).
         """

@@ -32,7 +32,12 @@ import numpy as np
 import torch
 
 from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.electronic import dipole_moment_e_bohr, orthogonalized, solve_closed_shell
+from ase_phisnet.electronic import (
+    charge_center_bohr,
+    dipole_moment_e_bohr,
+    orthogonalized,
+    solve_closed_shell,
+)
 from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.integrals import position_integrals
 from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model, with_exact_overlap
@@ -55,7 +60,7 @@ class MatrixData:
     energy_eh: torch.Tensor  # (N,)
     forces_eh_per_bohr: torch.Tensor  # (N, A, 3)
     dipole_e_bohr: torch.Tensor  # (N, 3), origin at 0
-    position_integrals: torch.Tensor | None = None  # (N, 3, nao, nao) int1e_r, for dipoles
+    position_integrals: torch.Tensor | None = None  # (N, 3, nao, nao) <r - R_c>, for dipoles
 
     def __len__(self):
         return self.positions_bohr.shape[0]
@@ -87,7 +92,8 @@ _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
 def load_matrix_data(dataset: HamiltonianDataset, positions, names,
                      with_position_integrals: bool = False) -> MatrixData:
     """Read records at ``positions`` of ``dataset`` into float64 tensors; with
-    ``with_position_integrals`` also PySCF's ``int1e_r`` of each geometry (dipole loss)."""
+    ``with_position_integrals`` also ``<μ| r - R_c |ν>`` of each geometry (dipole loss,
+    :func:`~ase_phisnet.integrals.position_integrals`)."""
     records = [dataset[int(p)] for p in positions]
     if not records:
         raise ValueError("no records selected")
@@ -172,9 +178,14 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
             solution = solve_closed_shell(out["hamiltonian"], overlap,
                                           batch.occupied_energies_eh.shape[-1],
                                           derivative_order=1)
+        # About the centre of nuclear charge R_c (position_integrals); the reference is about
+        # 0, and mu(R_c) = mu(0) - Q R_c for net charge Q.
+        center = charge_center_bohr(batch.atomic_numbers, positions.detach())
         dipole = dipole_moment_e_bohr(solution.density_matrix, batch.position_integrals,
-                                      batch.atomic_numbers, positions)
-        terms["dipole"] = _scaled_error(dipole, batch.dipole_e_bohr, scales["dipole"])
+                                      batch.atomic_numbers, positions, origin_bohr=center)
+        net_charge = int(batch.atomic_numbers.sum()) - 2 * batch.occupied_energies_eh.shape[-1]
+        terms["dipole"] = _scaled_error(dipole, batch.dipole_e_bohr - net_charge * center,
+                                        scales["dipole"])
     if want_traces:
         atom_ref, pair_ref = block_norms(batch.matrices["hamiltonian"], _unwrap(model),
                                          batch.atomic_numbers)

@@ -6,8 +6,8 @@ model"), ``P`` the density matrix of ``H C = S C eps``. With the exact matrices 
 atomwise correction ``E_corr`` can learn. With predicted matrices the residual also carries the
 matrices' errors, weighted by the large core-Hamiltonian elements. This script measures the
 residual's spread over test geometries for four combinations of predicted and reference H and
-core H (S from the model where it predicts or computes one), to show how accurate the matrices
-must be before energies can follow from them::
+core H (S from the model with predicted H, the reference S with the reference H), to show how
+accurate the matrices must be before energies can follow from them::
 
     python benchmarks/band_energy_residual.py potentials/water-pbe-def2svp-orbitals.pt \\
         data/water_pbe_def2svp.h5
@@ -26,30 +26,16 @@ import json
 import os
 
 import numpy as np
-import scipy.linalg
 import torch
 from ase.units import Hartree
 
 from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.electronic import band_energy_eh, nuclear_repulsion_eh, solve_closed_shell
+from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.evaluate import trained_test_split
 from ase_phisnet.model import load_model
 
 MEV_PER_EH = 1000 * Hartree
-
-
-def band_energy_eh(hamiltonian, overlap, core_hamiltonian, n_occupied) -> float:
-    """``1/2 Tr[P (H_core + H)]`` in Eh for a closed shell (SciPy, float64)."""
-    _, orbitals = scipy.linalg.eigh(hamiltonian, overlap)
-    occupied = orbitals[:, :n_occupied]
-    density = 2 * occupied @ occupied.T
-    return 0.5 * float(np.sum(density * (core_hamiltonian + hamiltonian)))
-
-
-def nuclear_repulsion_eh(atomic_numbers, positions_bohr) -> float:
-    distances = np.linalg.norm(positions_bohr[:, None] - positions_bohr[None], axis=-1)
-    charges = np.outer(atomic_numbers, atomic_numbers).astype(float)
-    upper = np.triu_indices(len(atomic_numbers), k=1)
-    return float(np.sum(charges[upper] / distances[upper]))
 
 
 def main():
@@ -71,21 +57,31 @@ def main():
                     "predicted H, reference core H": ("pred", "ref"),
                     "reference H, predicted core H": ("ref", "pred")}
     residuals = {name: [] for name in combinations}
+    n_failed = 0
     for position in list(test)[: args.n]:
         record = dataset[int(position)]
+        z = torch.as_tensor(record.atomic_numbers)
+        xyz = torch.as_tensor(record.positions_bohr)
         with torch.no_grad():
-            out = model(torch.as_tensor(record.atomic_numbers),
-                        torch.as_tensor(record.positions_bohr))
-        matrices = {("H", "pred"): out["hamiltonian"].numpy(),
-                    ("H", "ref"): record.hamiltonian_eh,
-                    ("Hc", "pred"): out["core_hamiltonian"].numpy(),
-                    ("Hc", "ref"): record.core_hamiltonian_eh}
-        overlap = out["overlap"].numpy() if "overlap" in out else record.overlap
+            out = model(z, xyz)
+        matrices = {("H", "pred"): out["hamiltonian"], ("Hc", "pred"): out["core_hamiltonian"],
+                    ("H", "ref"): torch.as_tensor(record.hamiltonian_eh),
+                    ("Hc", "ref"): torch.as_tensor(record.core_hamiltonian_eh)}
+        overlaps = {"pred": out.get("overlap", torch.as_tensor(record.overlap)),
+                    "ref": torch.as_tensor(record.overlap)}
         n_occupied = int(np.sum(record.occupations > 0))
-        electronic = record.energy_eh - nuclear_repulsion_eh(record.atomic_numbers,
-                                                             record.positions_bohr)
-        for name, (h, hc) in combinations.items():
-            band = band_energy_eh(matrices["H", h], overlap, matrices["Hc", hc], n_occupied)
+        electronic = record.energy_eh - float(nuclear_repulsion_eh(z, xyz))
+        try:
+            bands = {}
+            for name, (h, hc) in combinations.items():
+                solution = solve_closed_shell(matrices["H", h], overlaps[h], n_occupied,
+                                              derivative_order=1)
+                bands[name] = float(band_energy_eh(solution, matrices["H", h],
+                                                   matrices["Hc", hc]))
+        except PhiSNetError:  # indefinite predicted S or no gap: no energy at all
+            n_failed += 1
+            continue
+        for name, band in bands.items():
             residuals[name].append(MEV_PER_EH * (electronic - band))
     rows = []
     for name, values in residuals.items():
@@ -98,8 +94,11 @@ def main():
     stem = os.path.splitext(os.path.basename(args.model))[0]
     path = os.path.join(args.out, f"band_energy_residual_{stem}.json")
     with open(path, "w") as handle:
-        json.dump({"model": args.model, "data": args.data, "n_geometries": len(residuals[name]),
-                   "rows": rows}, handle, indent=2)
+        json.dump({"model": args.model, "data": args.data,
+                   "n_geometries": len(residuals["reference H, reference core H"]),
+                   "n_failed": n_failed, "rows": rows}, handle, indent=2)
+    if n_failed:
+        print(f"{n_failed} geometries left out: no energy from the predicted matrices")
     print(f"wrote {path}")
 
 

@@ -231,31 +231,52 @@ def test_evaluate_energy_and_force_metrics(small_potential):
 
 
 def test_dipole_of_the_reference_density_is_the_stored_dipole(water_file):
-    """The dipole loss and metric use sum_A Z_A R_A - Tr[P r] with int1e_r at origin 0: with the
-    reference H and S it gives PySCF's dipole of the record."""
-    from ase_phisnet.electronic import dipole_moment_e_bohr, solve_closed_shell
+    """The dipole loss and metric measure about the centre of nuclear charge R_c: with the
+    reference H and S they give PySCF's dipole of the record (neutral: the same about any
+    origin), and a density with slightly too many electrons gives the same dipole wherever the
+    molecule sits (about the origin 0 it would not)."""
+    from ase_phisnet.electronic import charge_center_bohr, dipole_moment_e_bohr, solve_closed_shell
+    from ase_phisnet.evaluate import _dipole_error_e_bohr
     from ase_phisnet.training import load_matrix_data
 
-    data = load_matrix_data(HamiltonianDataset(water_file), range(3), ["hamiltonian", "overlap"],
+    dataset = HamiltonianDataset(water_file)
+    data = load_matrix_data(dataset, range(3), ["hamiltonian", "overlap"],
                             with_position_integrals=True)
     solution = solve_closed_shell(data.matrices["hamiltonian"], data.matrices["overlap"],
                                   data.occupied_energies_eh.shape[-1])
-    dipole = dipole_moment_e_bohr(solution.density_matrix, data.position_integrals,
-                                  data.atomic_numbers, data.positions_bohr)
+    z, positions = data.atomic_numbers, data.positions_bohr
+    center = charge_center_bohr(z, positions)
+    dipole = dipole_moment_e_bohr(solution.density_matrix, data.position_integrals, z,
+                                  positions, origin_bohr=center)
     torch.testing.assert_close(dipole, data.dipole_e_bohr, rtol=0, atol=1e-6)
     assert float(data.dipole_e_bohr.norm(dim=-1).min()) > 0.1  # water is polar
+    record = dataset[0]
+    n_occ = int(np.sum(record.occupations > 0))
+    orbitals = solution.orbitals[0, :, :n_occ].numpy()
+    error = _dipole_error_e_bohr(orbitals, data.position_integrals[0].numpy(), record, n_occ)
+    np.testing.assert_allclose(error, 0, atol=1e-6)
+
+    from ase_phisnet.integrals import position_integrals
+
+    far = positions[0] + torch.tensor([10.0, -7.0, 4.0], dtype=torch.float64)
+    too_many = 1.001 * solution.density_matrix[0]
+    moved = torch.as_tensor(position_integrals(z.numpy(), [far.numpy()], "sto-3g")[0])
+    dipole_far = dipole_moment_e_bohr(too_many, moved, z, far,
+                                      origin_bohr=charge_center_bohr(z, far))
+    dipole_here = dipole_moment_e_bohr(too_many, data.position_integrals[0], z, positions[0],
+                                       origin_bohr=center[0])
+    torch.testing.assert_close(dipole_far, dipole_here, rtol=0, atol=1e-8)
 
 
 def test_dipole_loss_trains_the_density(water_file, tmp_path):
-    """Training on the dipole term alone lowers it and reports it; the evaluation reports the
+    """Training on the dipole term alone lowers it: S comes from the integrals and H is the
+    only predicted matrix, so only the dipole gradient moves H. The evaluation reports the
     dipole MAE of the predicted density."""
-    config = TrainConfig.from_dict({
-        **tiny_config(water_file, tmp_path / "run", max_epochs=15).to_dict(),
-        "loss": {"hamiltonian": 0.0, "overlap": 1.0, "core_hamiltonian": 0.0, "tracegrad": 0.0,
-                 "dipole": 1.0},
-    })
-    result = train(config, progress=False)
-    assert result.history[-1]["train_dipole"] < result.history[0]["train_dipole"]
+    values = tiny_config(water_file, tmp_path / "run", max_epochs=15).to_dict()
+    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"], "exact_overlap": True}
+    values["loss"] = {"hamiltonian": 0.0, "tracegrad": 0.0, "dipole": 1.0}
+    result = train(TrainConfig.from_dict(values), progress=False)
+    assert result.history[-1]["train_dipole"] < 0.5 * result.history[0]["train_dipole"]
     dataset = HamiltonianDataset(water_file)
     metrics = evaluate_model(load_model(result.best_model_path).double(), dataset,
                              dataset.split(1, 4, 2, 2).test)
