@@ -249,6 +249,15 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
     model.element_energy_eh.copy_(torch.as_tensor(solution))
 
 
+def _check_orbital_terms(config: TrainConfig, model: PhiSNet) -> None:
+    """Loss terms that solve ``H C = S C eps`` need H and an S (predicted or exact)."""
+    wanted = [name for name in ("orbital_energies", "dipole") if getattr(config.loss, name) > 0]
+    has = set(model.config.matrices) | ({"overlap"} if model.config.exact_overlap else set())
+    if wanted and not {"hamiltonian", "overlap"} <= has:
+        raise ValueError(f"loss terms {wanted} need a model that predicts H and S (or takes S "
+                         f"from the integrals, model.exact_overlap); this one has {sorted(has)}")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -295,6 +304,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     split = dataset.split(config.split.seed, config.split.n_train, config.split.n_validation,
                           config.split.n_test, over_plan=config.split.over_plan)
     model = _build_model(config, dataset, dtype)
+    _check_orbital_terms(config, model)
     names = list(model.config.matrices)
     dipoles = config.loss.dipole > 0
     train_data = load_matrix_data(dataset, split.train, names, dipoles)

@@ -282,3 +282,8 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
                              dataset.split(1, 4, 2, 2).test)
     assert np.isfinite(metrics.dipole_mae_debye) and metrics.dipole_mae_debye > 0
     assert "dipole MAE" in metrics.table()
+
+    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"]}  # no S at all
+    values["output_dir"] = str(tmp_path / "no_overlap")
+    with pytest.raises(ValueError, match=r"need a model that predicts H and S"):
+        train(TrainConfig.from_dict(values), progress=False)
