@@ -23,8 +23,9 @@ from ase.calculators.calculator import (
 )
 from ase.units import Bohr, Hartree
 
-from ase_phisnet.electronic import mulliken_charges
+from ase_phisnet.electronic import charge_center_bohr, dipole_moment_e_bohr, mulliken_charges
 from ase_phisnet.errors import ModelFileError, OpenShellError, PhiSNetError, UnsupportedElementError
+from ase_phisnet.integrals import OverlapIntegrals
 from ase_phisnet.model import PhiSNet, load_model
 from ase_phisnet.potential import energy_and_forces, hessian, n_occupied_orbitals
 
@@ -86,6 +87,7 @@ class PhiSNetCalculator(Calculator):
         self.metadata = metadata  # the model file's JSON: config, training record, metrics
         self.min_training_distance_bohr = metadata.get("training", {}).get("min_distance_bohr")
         self._density_matrix = None
+        self._integrals = None  # OverlapIntegrals of the current molecule (dipoles)
 
     @staticmethod
     def _load(model):
@@ -164,17 +166,16 @@ class PhiSNetCalculator(Calculator):
         count (``P`` is normalized against the predicted S); for charged molecules the dipole is
         origin dependent and this is its value about ``R_c``.
         """
-        from ase_phisnet.reference import build_molecule
-
-        positions = positions_bohr.double().cpu().numpy()
-        mol = build_molecule(self.atoms.numbers, positions, self.model.config.basis,
-                             self.parameters.charge)
-        charges = self.atoms.numbers.astype(float)
-        center = charges @ positions / charges.sum()
-        r_integrals = mol.intor("int1e_r") - center[:, None, None] * mol.intor("int1e_ovlp")
-        electronic = np.einsum("mn,xnm->x", self._density_matrix, r_integrals)
-        nuclear = charges @ (positions - center)
-        return (nuclear - electronic) * ANG_PER_BOHR
+        numbers = tuple(int(z) for z in self.atoms.numbers)
+        if self._integrals is None or tuple(self._integrals.atomic_numbers) != numbers:
+            self._integrals = OverlapIntegrals(numbers, self.model.config.basis)
+        positions = positions_bohr.double().cpu()
+        z = torch.as_tensor(self.atoms.numbers)
+        dipole = dipole_moment_e_bohr(
+            torch.as_tensor(self._density_matrix),
+            torch.as_tensor(self._integrals.position_about_charge_center(positions.numpy())),
+            z, positions, origin_bohr=charge_center_bohr(z, positions))
+        return dipole.numpy() * ANG_PER_BOHR
 
     # ---- electronic structure in ASE's vocabulary -------------------------------------------
     def get_eigenvalues(self, kpt=0, spin=0):

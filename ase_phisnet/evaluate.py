@@ -148,7 +148,7 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
     import time
 
     model.eval()
-    matrices = set(model.config.matrices) | ({"overlap"} if model.config.exact_overlap else set())
+    matrices = model.config.output_matrices
     if energies is None:
         energies = ENERGY_PATH <= matrices
     dtype = next(model.parameters()).dtype

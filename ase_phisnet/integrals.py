@@ -68,6 +68,15 @@ class OverlapIntegrals:
         return np.stack([mol.intor("int1e_ipipovlp").reshape(3, 3, nao, nao),
                          mol.intor("int1e_ipovlpip").reshape(3, 3, nao, nao)])
 
+    def position_about_charge_center(self, positions_bohr) -> np.ndarray:
+        """``<μ| r - R_c |ν>`` (3, nao, nao), Bohr: PySCF's ``int1e_r`` minus ``R_c S``, ``R_c``
+        the centre of nuclear charge (see :func:`position_integrals`)."""
+        positions = np.asarray(positions_bohr, dtype=float)
+        charges = self.atomic_numbers.astype(float)
+        center = charges @ positions / charges.sum()
+        mol = self._at(positions)
+        return mol.intor("int1e_r") - center[:, None, None] * mol.intor("int1e_ovlp")
+
     def atoms_sum(self, per_ao: torch.Tensor) -> torch.Tensor:
         """Sum ``(..., nao, 3)`` over the AOs of each atom -> ``(..., A, 3)``."""
         index = self.atom_of_ao.to(per_ao.device)
@@ -157,10 +166,4 @@ def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray
     metric, and about ``R_c`` that error does not grow with the distance from the origin.
     """
     integrals = OverlapIntegrals(atomic_numbers, basis)
-    charges = integrals.atomic_numbers.astype(float)
-    values = []
-    for positions in np.asarray(positions_bohr, dtype=float):
-        mol = integrals._at(positions)
-        center = charges @ positions / charges.sum()
-        values.append(mol.intor("int1e_r") - center[:, None, None] * mol.intor("int1e_ovlp"))
-    return np.stack(values)
+    return np.stack([integrals.position_about_charge_center(p) for p in positions_bohr])

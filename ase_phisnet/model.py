@@ -96,6 +96,11 @@ class ModelConfig:
         if any(c < 1 for c in self.channels):
             raise ValueError(f"every degree needs >= 1 channel, got {self.channels}")
 
+    @property
+    def output_matrices(self) -> frozenset[str]:
+        """Matrices the model outputs: the predicted ones, and S when it comes from the integrals."""
+        return frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

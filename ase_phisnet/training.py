@@ -252,7 +252,7 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
 def _check_orbital_terms(config: TrainConfig, model: PhiSNet) -> None:
     """Loss terms that solve ``H C = S C eps`` need H and an S (predicted or exact)."""
     wanted = [name for name in ("orbital_energies", "dipole") if getattr(config.loss, name) > 0]
-    has = set(model.config.matrices) | ({"overlap"} if model.config.exact_overlap else set())
+    has = model.config.output_matrices
     if wanted and not {"hamiltonian", "overlap"} <= has:
         raise ValueError(f"loss terms {wanted} need a model that predicts H and S (or takes S "
                          f"from the integrals, model.exact_overlap); this one has {sorted(has)}")
