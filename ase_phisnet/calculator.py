@@ -53,7 +53,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
 
 
 class PhiSNetCalculator(Calculator):
-    """ASE calculator whose energy comes from PhiSNet's predicted H, S and core H.
+    """ASE calculator whose energy comes from PhiSNet's predicted matrices (its energy model).
 
     Args:
         model: Name of a shipped potential (``ase_phisnet.list_potentials()``), a model file

@@ -35,6 +35,7 @@ orbitals). Four matrix products instead of the Newton iteration's ~10 solves and
 
 Energy (PhiSNet): ``E = E_nuc + 1/2 Tr[P (H_core + H)]``, i.e. ``E_nuc + sum_occ (eps_i +
 (C^T H_core C)_ii)`` over doubly occupied orbitals; exact for Hartree–Fock at convergence.
+Band-structure energy (DFTB's electronic term): ``Tr[P H] = 2 sum_occ eps_i``.
 """
 
 from __future__ import annotations
@@ -202,6 +203,15 @@ def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occup
 def band_energy_eh(solution: ClosedShellSolution, hamiltonian, core_hamiltonian):
     """``1/2 Tr[P (H_core + H)]`` in Eh: the electronic energy of PhiSNet's energy model."""
     return 0.5 * (solution.density_matrix * (core_hamiltonian + hamiltonian)).sum((-1, -2))
+
+
+def band_structure_energy_eh(solution: ClosedShellSolution, hamiltonian):
+    """``Tr[P H] = 2 sum_occ eps_i`` in Eh: the band-structure energy (as in DFTB).
+
+    Computed from the density matrix, whose derivative stays finite at degenerate occupied
+    orbitals; to first order it moves only with ``H`` (``Tr[P dH]``), never with ``P``.
+    """
+    return (solution.density_matrix * hamiltonian).sum((-1, -2))
 
 
 def mulliken_charges(density_matrix, overlap, atomic_numbers, ao_slices) -> torch.Tensor:

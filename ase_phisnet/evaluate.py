@@ -39,7 +39,6 @@ MICRO = 1e6
 MEV_PER_EH = 1000 * Hartree
 KCAL_MOL_PER_EH = Hartree / (kcal / mol)
 DEBYE_IN_E_BOHR = Debye / Bohr  # 1 D in e·Bohr
-ENERGY_PATH = {"hamiltonian", "overlap", "core_hamiltonian"}
 
 
 @dataclass
@@ -142,15 +141,15 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
                    batch_size: int = 16, energies: bool | None = None) -> Metrics:
     """Metrics of ``model`` over the records at ``positions`` of ``dataset``.
 
-    ``energies``: also energy and force errors (default: when the model predicts H, S and
-    core H, the matrices of the energy model).
+    ``energies``: also energy and force errors (default: when the model predicts the matrices
+    its energy model needs, ``config.predicts_energy``).
     """
     import time
 
     model.eval()
     matrices = model.config.output_matrices
     if energies is None:
-        energies = ENERGY_PATH <= matrices
+        energies = model.config.predicts_energy
     dtype = next(model.parameters()).dtype
     errors = {name: [] for name in sorted(matrices)}
     energy_errors, cosines, dipole_errors, n_indefinite = [], [], [], 0

@@ -40,6 +40,7 @@ from ase_phisnet.layers import (
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 1
 MATRIX_NAMES = ("hamiltonian", "overlap", "core_hamiltonian")
+ENERGY_MODELS = ("phisnet", "band_structure")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class ModelConfig:
         exact_overlap: Take S from PySCF's integrals (:mod:`ase_phisnet.integrals`, exact and
             differentiable twice in the positions) instead of predicting it; ``matrices`` must
             then leave out ``overlap``.
+        energy_model: How the total energy follows from the matrices
+            (:mod:`ase_phisnet.potential`): ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]``
+            plus the atomwise correction (needs H, S and core H), or ``"band_structure"``,
+            ``Tr[P H] = 2 sum_occ eps_i`` plus the atomwise correction (needs H and S).
     """
 
     basis: str = "def2-svp"
@@ -77,6 +82,7 @@ class ModelConfig:
     tracegrad: bool = False
     energy_hidden: int = 32
     exact_overlap: bool = False
+    energy_model: str = "phisnet"
 
     def __post_init__(self):
         object.__setattr__(self, "elements", tuple(self.elements))
@@ -91,6 +97,9 @@ class ModelConfig:
         if self.exact_overlap and "overlap" in self.matrices:
             raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
                              "matrices")
+        if self.energy_model not in ENERGY_MODELS:
+            raise ValueError(f"energy_model must be one of {ENERGY_MODELS}, got "
+                             f"{self.energy_model!r}")
         if self.num_layers < 1 or self.num_radial < 1 or self.cutoff_bohr <= 0:
             raise ValueError("num_layers, num_radial and cutoff_bohr must be positive")
         if any(c < 1 for c in self.channels):
@@ -100,6 +109,18 @@ class ModelConfig:
     def output_matrices(self) -> frozenset[str]:
         """Matrices the model outputs: the predicted ones, and S when it comes from the integrals."""
         return frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
+
+    @property
+    def energy_matrices(self) -> frozenset[str]:
+        """Matrices the energy model needs (:mod:`ase_phisnet.potential`)."""
+        if self.energy_model == "band_structure":
+            return frozenset({"hamiltonian", "overlap"})
+        return frozenset(MATRIX_NAMES)
+
+    @property
+    def predicts_energy(self) -> bool:
+        """Whether the model outputs every matrix its energy model needs."""
+        return self.energy_matrices <= self.output_matrices
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,7 +197,8 @@ class PhiSNet(nn.Module):
             self.heads[name] = MatrixHead(self.irreps_hidden, self.pair_features.irreps_out,
                                           self.template, self.atomic_numbers, fixed)
         # Smooth atomwise energy correction E_corr = sum_i [e_Z(i) + MLP(scalars of x_i)]: what
-        # 1/2 Tr[P (H_core + H)] misses of a DFT total energy (E_xc - 1/2 Tr[P v_xc], ...).
+        # the electronic part of the energy model misses of a DFT total energy
+        # (ase_phisnet.potential; for "phisnet" E_xc - 1/2 Tr[P v_xc], ...).
         self.energy_mlp = nn.Sequential(
             nn.Linear(config.channels[0], config.energy_hidden), nn.SiLU(),
             nn.Linear(config.energy_hidden, 1))
@@ -307,18 +329,37 @@ class PhiSNet(nn.Module):
         return molecule["src"], molecule["dst"], molecule["assembly"]
 
 
+def reconfigured(model: PhiSNet, **changes) -> PhiSNet:
+    """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
+    ``exact_overlap``, ``energy_model``, and ``matrices`` narrowed to a subset (the dropped
+    heads' weights are left out). Anything else would need weights the model does not have.
+    A new energy model zeroes the element energies, which training then refits."""
+    allowed = {"exact_overlap", "energy_model", "matrices"}
+    if set(changes) - allowed:
+        raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
+                         f"{sorted(set(changes) - allowed)}")
+    config = dataclasses.replace(model.config, **changes)
+    dropped = set(model.config.matrices) - set(config.matrices)
+    if set(config.matrices) - set(model.config.matrices):
+        raise ValueError(f"{sorted(set(config.matrices) - set(model.config.matrices))}: the "
+                         "model has no trained head for these matrices")
+    copy = PhiSNet(config).to(next(model.parameters()).dtype)
+    state = {k: v for k, v in model.state_dict().items()
+             if not any(k.startswith(f"heads.{name}.") for name in dropped)}
+    copy.load_state_dict(state)
+    if config.energy_model != model.config.energy_model:
+        with torch.no_grad():  # constants of the old energy model; training refits them
+            copy.element_energy_eh.zero_()
+    return copy
+
+
 def with_exact_overlap(model: PhiSNet) -> PhiSNet:
     """A copy of ``model`` that takes S from the integrals (``exact_overlap``): the same weights
     without the overlap head's."""
     if model.config.exact_overlap:
         return model
-    config = dataclasses.replace(
-        model.config, exact_overlap=True,
-        matrices=tuple(name for name in model.config.matrices if name != "overlap"))
-    exact = PhiSNet(config).to(next(model.parameters()).dtype)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("heads.overlap.")}
-    exact.load_state_dict(state)
-    return exact
+    return reconfigured(model, exact_overlap=True, matrices=tuple(
+        name for name in model.config.matrices if name != "overlap"))
 
 
 def save_model(model: PhiSNet, path, extra: dict | None = None) -> None:

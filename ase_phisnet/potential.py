@@ -1,19 +1,32 @@
-"""The energy model: total energy from the predicted H, S and core H, forces by autograd.
+r"""The energy model: total energy from the predicted matrices, forces by autograd.
 
 Atomic units (Eh, Bohr). For a closed shell with ``n_occ = (sum Z - charge) / 2`` doubly occupied
-orbitals of ``H C = S C eps`` (predicted matrices, :mod:`ase_phisnet.electronic`):
+orbitals of ``H C = S C eps`` (predicted matrices, :mod:`ase_phisnet.electronic`), the model's
+``energy_model`` (:class:`~ase_phisnet.model.ModelConfig`) is one of
 
 .. math::
 
-    E = E_{nuc} + \\tfrac12 \\mathrm{Tr}[P (H_{core} + H)] + \\sum_i \\big(e_{Z_i} + \\phi(x_i)\\big)
+    E_{phisnet} = E_{nuc} + \tfrac12 \mathrm{Tr}[P (H_{core} + H)] + \sum_i \big(e_{Z_i} + \phi(x_i)\big)
 
-The first two terms are PhiSNet's energy, ``E_nuc + sum_occ [eps_i + (C^T H_core C)_ii]``, with
-the nuclear repulsion exact; for Hartree–Fock at self-consistency they are the total energy. For
-Kohn–Sham DFT they miss ``E_xc - 1/2 Tr[P v_xc]`` and the double counting of the Coulomb term
-beyond what ``H_core`` absorbs, smooth functions of the geometry; the last term, an element
-constant plus a small MLP of each atom's invariant features, learns that remainder. Trained
-end to end, the matrices and the correction share the work; the electronic part keeps the
-energy tied to the predicted orbitals. Forces are ``-dE/dR`` by autograd (exact, finite at
+    E_{band\_structure} = \mathrm{Tr}[P H] + \sum_i \big(e_{Z_i} + \phi(x_i)\big)
+
+``"phisnet"``: PhiSNet's energy, ``E_nuc + sum_occ [eps_i + (C^T H_core C)_ii]``, with the
+nuclear repulsion exact; for Hartree–Fock at self-consistency the first two terms are the total
+energy. For Kohn–Sham DFT they miss ``E_xc - 1/2 Tr[P v_xc]`` and the double counting of the
+Coulomb term beyond what ``H_core`` absorbs, smooth functions of the geometry; the last term, an
+element constant plus a small MLP of each atom's invariant features, learns that remainder.
+Its weakness is its sensitivity to the density: ``1/2 Tr[dP H_core]`` moves to first order with
+any error of ``P``, weighted by the large core-Hamiltonian elements, so the matrices must be very
+accurate before energies follow (``benchmarks/band_energy_residual.py``).
+
+``"band_structure"``: the split of density-functional tight binding, the band-structure energy
+``Tr[P H] = 2 sum_occ eps_i`` plus a short-ranged remainder (DFTB's repulsive energy: nuclear
+repulsion, double counting, exchange-correlation) that the atomwise term learns. ``Tr[P H]`` is
+stationary in ``P`` (first order: ``Tr[P dH]``, the orbital energies' own errors), so it forgives
+matrix errors that ``"phisnet"`` amplifies; it needs no core H.
+
+Trained end to end, the matrices and the correction share the work; the electronic part keeps
+the energy tied to the predicted orbitals. Forces are ``-dE/dR`` by autograd (exact, finite at
 degenerate occupied orbitals); Hessians by double backward.
 """
 
@@ -27,6 +40,7 @@ import torch
 from ase_phisnet.electronic import (
     ClosedShellSolution,
     band_energy_eh,
+    band_structure_energy_eh,
     nuclear_repulsion_eh,
     solve_closed_shell,
 )
@@ -51,22 +65,30 @@ def n_occupied_orbitals(atomic_numbers, charge: int) -> int:
 
 def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
                         positions_bohr: torch.Tensor, n_occupied: int,
-                        derivative_order: int = 2) -> EnergyPrediction:
+                        derivative_order: int = 2,
+                        energy_model: str = "phisnet") -> EnergyPrediction:
     """Total energy (Eh) from a :class:`PhiSNet` forward pass's outputs.
 
     ``derivative_order``: how often the energy may be differentiated (see
-    :func:`~ase_phisnet.electronic.solve_closed_shell`; 1 is faster).
+    :func:`~ase_phisnet.electronic.solve_closed_shell`; 1 is faster). ``energy_model``: the
+    model's ``config.energy_model`` (module docstring).
     """
-    missing = {"hamiltonian", "overlap", "core_hamiltonian"} - set(outputs)
+    needed = (("hamiltonian", "overlap") if energy_model == "band_structure"
+              else ("hamiltonian", "overlap", "core_hamiltonian"))
+    missing = set(needed) - set(outputs)
     if missing:
-        raise ValueError(f"the energy model needs the model to predict {sorted(missing)}")
+        raise ValueError(f"the {energy_model!r} energy model needs the model to predict "
+                         f"{sorted(missing)}")
     hamiltonian, overlap = outputs["hamiltonian"], outputs["overlap"]
     solution = solve_closed_shell(hamiltonian, overlap, n_occupied,
                                   derivative_order=derivative_order)
-    energy = (nuclear_repulsion_eh(atomic_numbers, positions_bohr)
-              + band_energy_eh(solution, hamiltonian, outputs["core_hamiltonian"])
-              + outputs["energy_correction_eh"])
-    matrices = {k: outputs[k] for k in ("hamiltonian", "overlap", "core_hamiltonian")}
+    if energy_model == "band_structure":
+        electronic = band_structure_energy_eh(solution, hamiltonian)
+    else:
+        electronic = (nuclear_repulsion_eh(atomic_numbers, positions_bohr)
+                      + band_energy_eh(solution, hamiltonian, outputs["core_hamiltonian"]))
+    energy = electronic + outputs["energy_correction_eh"]
+    matrices = {k: outputs[k] for k in needed}
     return EnergyPrediction(energy, matrices, solution)
 
 
@@ -84,7 +106,7 @@ def predict_energy(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr:
     if network_dtype != positions_bohr.dtype:  # e.g. float32 network, float64 eigensolver
         outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
     return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
-                               derivative_order)
+                               derivative_order, model.config.energy_model)
 
 
 def energy_and_forces(model: PhiSNet, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,

@@ -40,7 +40,14 @@ from ase_phisnet.electronic import (
 )
 from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.integrals import position_integrals
-from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model, with_exact_overlap
+from ase_phisnet.model import (
+    ModelConfig,
+    PhiSNet,
+    load_model,
+    reconfigured,
+    save_model,
+    with_exact_overlap,
+)
 from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
 
@@ -163,7 +170,8 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     solution = None
     if weights.energy > 0 or want_forces:
         n_occ = batch.occupied_energies_eh.shape[-1]
-        prediction = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ)
+        prediction = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ,
+                                         energy_model=_unwrap(model).config.energy_model)
         energy, solution = prediction.energy_eh, prediction.solution
         terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"])
         if want_forces:
@@ -235,7 +243,7 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
         out = model(batch.atomic_numbers, batch.positions_bohr)
         try:
             predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr,
-                                            n_occ)
+                                            n_occ, energy_model=model.config.energy_model)
         except PhiSNetError as error:
             raise ValueError(
                 f"energy/force training needs sensible predicted matrices ({error}); train H, S "
@@ -445,13 +453,15 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
     if config.init_from:
         model = load_model(config.init_from)
         logger.info("initialized from %s", config.init_from)
-        changed = set(config.model) - {"exact_overlap"}
-        if changed:
-            raise ValueError(f"init_from keeps the initial model's architecture; model settings "
-                             f"{sorted(changed)} cannot change (only exact_overlap can)")
-        if config.model.get("exact_overlap"):
+        changes = dict(config.model)
+        if changes.pop("exact_overlap", False):
             model = with_exact_overlap(model)
             logger.info("S from the integrals from now on (exact_overlap)")
+        if "matrices" in changes:
+            changes["matrices"] = tuple(changes["matrices"])
+        if changes:  # raises for anything that would need weights the model does not have
+            model = reconfigured(model, **changes)
+            logger.info("model settings changed: %s", changes)
         return model.to(dtype)
     from ase.data import chemical_symbols
 

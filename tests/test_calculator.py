@@ -42,6 +42,19 @@ def water_exact_overlap_calc(small_potential, tmp_path_factory):
     return PhiSNetCalculator(model=str(exact))
 
 
+@pytest.fixture(scope="module")
+def water_band_structure_calc(small_potential, tmp_path_factory):
+    """The water potential with the band-structure energy model (no core H) and exact S."""
+    from ase_phisnet.model import load_model, reconfigured, save_model, with_exact_overlap
+
+    path, _ = small_potential("H2O")
+    band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
+                        matrices=("hamiltonian",))
+    file = tmp_path_factory.mktemp("band") / "band_structure.pt"
+    save_model(band, file)
+    return PhiSNetCalculator(model=str(file))
+
+
 def displaced(name, seed, scale=0.03):
     atoms = molecule(name)
     atoms.positions += scale * np.random.default_rng(seed).normal(size=atoms.positions.shape)
@@ -49,7 +62,8 @@ def displaced(name, seed, scale=0.03):
 
 
 @pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc"),
-                                               ("H2O", "water_exact_overlap_calc")])
+                                               ("H2O", "water_exact_overlap_calc"),
+                                               ("H2O", "water_band_structure_calc")])
 def test_forces_are_minus_the_energy_gradient(name, calc_fixture, request):
     calc = request.getfixturevalue(calc_fixture)
     for atoms in (molecule(name), displaced(name, 0)):  # CH4 at Td: degenerate t2 orbitals
@@ -73,7 +87,8 @@ def test_methane_at_td_has_degenerate_occupied_orbitals_and_finite_forces(methan
 
 
 @pytest.mark.parametrize("name,calc_fixture", [("H2O", "water_calc"), ("CH4", "methane_calc"),
-                                               ("H2O", "water_exact_overlap_calc")])
+                                               ("H2O", "water_exact_overlap_calc"),
+                                               ("H2O", "water_band_structure_calc")])
 def test_hessian_is_symmetric_and_matches_finite_differences(name, calc_fixture, request):
     calc = request.getfixturevalue(calc_fixture)
     atoms = displaced(name, 1)

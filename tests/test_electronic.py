@@ -11,6 +11,7 @@ from ase_phisnet.electronic import (
     IllConditionedOverlapError,
     NoGapError,
     band_energy_eh,
+    band_structure_energy_eh,
     dipole_moment_e_bohr,
     mulliken_charges,
     nuclear_repulsion_eh,
@@ -62,6 +63,21 @@ def test_solution_matches_pyscf_and_energy_is_the_rhf_energy(methane_rhf):
     dipole = dipole_moment_e_bohr(solution.density_matrix, torch.tensor(mol.intor("int1e_r")),
                                   torch.tensor(atoms.numbers), positions)
     np.testing.assert_allclose(dipole.numpy(), mf.dip_moment(unit="AU", verbose=0), atol=1e-7)
+
+
+@pytest.mark.parametrize("derivative_order", [1, 2])
+def test_band_structure_energy_is_twice_the_occupied_eigenvalues_and_stationary(
+        methane_rhf, derivative_order):
+    """``Tr[P H] = 2 sum_occ eps_i``, and its derivative in H is P (Hellmann-Feynman: the
+    density's own response drops out), also at methane's degenerate t2 level."""
+    _, _, mf = methane_rhf
+    fock, overlap, _ = tensors(mf)
+    h = fock.clone().requires_grad_(True)
+    solution = solve_closed_shell(h, overlap, 5, derivative_order=derivative_order)
+    energy = band_structure_energy_eh(solution, h)
+    assert float(energy.detach()) == pytest.approx(2 * mf.mo_energy[:5].sum(), abs=1e-9)
+    (gradient,) = torch.autograd.grad(energy, h)
+    np.testing.assert_allclose(gradient.numpy(), mf.make_rdm1(), atol=1e-8)
 
 
 @pytest.mark.parametrize("derivative_order", [1, 2])

@@ -11,7 +11,7 @@ from e3nn import o3
 
 from ase_phisnet.errors import ModelFileError, UnsupportedElementError
 from ase_phisnet.layers import DepthwiseTensorProduct, equivariant_linear, mmajor_permutation
-from ase_phisnet.model import ModelConfig, PhiSNet, load_model, save_model
+from ase_phisnet.model import ModelConfig, PhiSNet, load_model, reconfigured, save_model
 
 SMALL = dict(channels=(8, 4, 4, 2, 2), num_layers=2, num_radial=8, radial_hidden=16)
 # Glycine-like C, N, O, H molecule in def2-SVP (geometry from ASE's g2 set where available).
@@ -126,6 +126,31 @@ def test_config_validates():
         ModelConfig(matrices=("overlap",))
     with pytest.raises(ValueError, match="channels needs 5 entries"):
         PhiSNet(ModelConfig(channels=(8, 4)))
+    with pytest.raises(ValueError, match="energy_model"):
+        ModelConfig(energy_model="harris")
+    assert ModelConfig(matrices=("hamiltonian", "overlap"),
+                       energy_model="band_structure").predicts_energy
+    assert not ModelConfig(matrices=("hamiltonian", "overlap")).predicts_energy
+
+
+def test_reconfigured_keeps_weights_and_refuses_new_ones():
+    torch.manual_seed(0)
+    model = PhiSNet(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1)).double()
+    with torch.no_grad():
+        model.element_energy_eh.fill_(-1.0)
+    band = reconfigured(model, energy_model="band_structure",
+                        matrices=("hamiltonian", "overlap"))
+    assert "core_hamiltonian" not in band.heads and band.config.energy_model == "band_structure"
+    assert not bool(band.element_energy_eh.any())  # constants of the old energy model
+    z = torch.tensor([8, 1, 1])
+    xyz = torch.tensor([[0.0, 0.0, 0.2], [0.0, 1.4, -0.9], [0.0, -1.4, -0.9]], dtype=torch.float64)
+    before, after = model(z, xyz), band(z, xyz)
+    for name in ("hamiltonian", "overlap"):
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no trained head"):
+        reconfigured(band, matrices=("hamiltonian", "overlap", "core_hamiltonian"))
+    with pytest.raises(ValueError, match="only"):
+        reconfigured(model, num_layers=2)
 
 
 def test_a_batch_of_geometries_equals_one_by_one():

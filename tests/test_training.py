@@ -173,16 +173,22 @@ def test_distributed_data_parallel_matches_one_process(water_file, tmp_path):
         torch.testing.assert_close(ddp[key], value, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("exact_overlap", [False, True])
+@pytest.mark.parametrize("exact_overlap,energy_model", [(False, "phisnet"), (True, "phisnet"),
+                                                        (True, "band_structure")])
 def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp_path,
-                                                            exact_overlap):
+                                                            exact_overlap, energy_model):
     """Energy and force losses flow through the eigensolver into the network (with S predicted,
-    or taken from the integrals from the fine-tune on)."""
+    or taken from the integrals from the fine-tune on; with the band-structure energy model
+    the core-H head is dropped)."""
     model_path, data = small_potential("H2O")
+    band = energy_model == "band_structure"
+    settings = {"exact_overlap": True} if exact_overlap else {}
+    if band:
+        settings.update(energy_model=energy_model, matrices=["hamiltonian"])
     config = TrainConfig.from_dict({
         "dataset": data, "output_dir": str(tmp_path / "tune"), "init_from": model_path,
         "split": {"n_train": 12, "n_validation": 4, "n_test": 0},
-        "model": {"exact_overlap": True} if exact_overlap else {},
+        "model": settings,
         "optim": {"dtype": "float64", "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 3},
         "loss": {"energy": 1.0, "forces": 1.0},
     })
@@ -193,6 +199,8 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     assert ("train_overlap" in last) != exact_overlap
     before, after = load_model(model_path), load_model(result.best_model_path)
     assert after.config.exact_overlap == exact_overlap
+    assert after.config.energy_model == energy_model
+    assert ("train_core_hamiltonian" in last) != band and ("core_hamiltonian" in after.heads) != band
     after_state = after.state_dict()
     changed = [not torch.equal(value, after_state[key])
                for key, value in before.state_dict().items() if key in after_state]
