@@ -151,6 +151,15 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
     return metrics.__dict__
 
 
+def _predicted_matrices(config) -> str:
+    """'Kohn–Sham Hamiltonian, overlap and core Hamiltonian' or what the model predicts."""
+    words = {"hamiltonian": "Kohn–Sham Hamiltonian", "overlap": "overlap",
+             "core_hamiltonian": "core Hamiltonian"}
+    names = [words[name] for name in config.matrices]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text + (" (overlap from PySCF's integrals)" if config.exact_overlap else "")
+
+
 def model_card(name, model, dataset, training, metrics, stages, generate_command, hardware,
                notes) -> str:
     """The model card's Markdown text."""
@@ -161,8 +170,9 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"# {name}",
         "",
         f"PhiSNet potential for {dataset.metadata.molecule}: predicts the "
-        f"{theory.xc.upper()}/{theory.basis} Kohn–Sham Hamiltonian, overlap and core Hamiltonian;"
-        " energy and forces follow from them (README, 'The energy model').",
+        f"{theory.xc.upper()}/{theory.basis} {_predicted_matrices(model.config)}; energy and "
+        f"forces follow from them through the {model.config.energy_model!r} energy model "
+        "(README, 'Electronic structure and the energy model').",
         "",
         "## Model",
         f"- theory: PySCF RKS {theory.xc.upper()}, basis {theory.basis}, grid level "
@@ -198,8 +208,10 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         "| metric | value |",
         "|---|---|",
         f"| H MAE | {metrics.hamiltonian_mae_ueh:.1f} µEh |",
-        f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |",
-        f"| S MAE | {metrics.overlap_mae:.2e} |",
+        *([f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |"]
+          if metrics.core_hamiltonian_mae_ueh is not None else []),
+        ("| S | exact, from the integrals |" if model.config.exact_overlap
+         else f"| S MAE | {metrics.overlap_mae:.2e} |"),
         f"| occupied orbital-energy MAE | {metrics.occupied_energy_mae_ueh:.1f} µEh |",
         f"| occupied orbital cosine similarity | {metrics.occupied_cosine_similarity_pct:.3f} % |",
         f"| dipole MAE (per component, from the predicted density) | "

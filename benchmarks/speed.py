@@ -139,7 +139,8 @@ def time_split(model, atoms, device, repeats, warmup=3):
         outputs = {k: v.to(torch.float64) for k, v in outputs.items()}
         synchronize(device)
         t1 = time.perf_counter()
-        energy = energy_from_outputs(outputs, z, positions, n_occupied, derivative_order=1)
+        energy = energy_from_outputs(outputs, z, positions, n_occupied, derivative_order=1,
+                                     energy_model=model.config.energy_model)
         synchronize(device)
         t2 = time.perf_counter()
         torch.autograd.grad(energy.energy_eh, positions)

@@ -104,3 +104,36 @@ def test_default_potential_by_chemical_formula():
                 default_potential(ethanol)
     with pytest.raises(ModelFileError, match="no shipped potential for CH4.*water-pbe-def2svp"):
         default_potential(molecule("CH4"))
+
+
+def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path):
+    """ship_potential evaluates the model on its recorded test split and writes weights,
+    metrics and a card that names the energy model and leaves out the matrices it lacks."""
+    from ase_phisnet.dataset import HamiltonianDataset
+    from ase_phisnet.evaluate import evaluate_model
+    from ase_phisnet.model import load_model, reconfigured, save_model, with_exact_overlap
+    from ase_phisnet.potentials import ship_potential
+
+    path, data = small_potential("H2O")
+    band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
+                        matrices=("hamiltonian",))
+    with open(path + ".json") as handle:
+        training = json.load(handle)["training"]
+    training["split"] = {**training["split"], "n_train": 8, "n_validation": 4, "n_test": 4}
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    save_model(band, stage / "best_model.pt", extra={"training": training})
+    config = tmp_path / "stage.yaml"
+    config.write_text(f"dataset: {data}\noutput_dir: {stage}\n")
+    metrics = ship_potential(str(stage / "best_model.pt"), data, "water-band", [str(config)],
+                             generate_command="ase-phisnet generate ...", hardware="test",
+                             out_dir=str(tmp_path / "out"))
+    card = (tmp_path / "out" / "water-band.md").read_text()
+    assert "'band_structure' energy model" in card and "overlap from PySCF's integrals" in card
+    assert "core H MAE" not in card and "| S | exact, from the integrals |" in card
+    dataset = HamiltonianDataset(data)
+    test = dataset.split(0, 8, 4, 4).test
+    again = evaluate_model(load_model(tmp_path / "out" / "water-band.pt").double(), dataset, test)
+    # The shipped weights are float32 copies of the evaluated float64 model.
+    assert metrics["energy_mae_mev"] == pytest.approx(again.energy_mae_mev, rel=1e-6)
+    assert np.isfinite(metrics["force_mae_mev_per_ang"])
