@@ -100,7 +100,7 @@ def occupied_orbitals(hamiltonian: np.ndarray, overlap: np.ndarray, n_occupied: 
 
 def energy_force_errors(model: PhiSNet, records) -> tuple[np.ndarray, np.ndarray]:
     """``(energy errors (B,) in Eh, force errors (B, A, 3) in Eh/Bohr)`` of records of one
-    molecule, prediction minus reference, energies from the predicted H, S and core H."""
+    molecule, prediction minus reference, energies from the model's energy model."""
     from ase_phisnet.potential import predict_energies_forces
 
     energy, forces = predict_energies_forces(

@@ -338,6 +338,9 @@ def reconfigured(model: PhiSNet, **changes) -> PhiSNet:
     if set(changes) - allowed:
         raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
                          f"{sorted(set(changes) - allowed)}")
+    if model.config.exact_overlap and changes.get("exact_overlap") is False:
+        raise ValueError("the model takes S from the integrals and has no trained S head; "
+                         "exact_overlap cannot be turned off")
     config = dataclasses.replace(model.config, **changes)
     dropped = set(model.config.matrices) - set(config.matrices)
     if set(config.matrices) - set(model.config.matrices):

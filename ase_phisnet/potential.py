@@ -44,7 +44,7 @@ from ase_phisnet.electronic import (
     nuclear_repulsion_eh,
     solve_closed_shell,
 )
-from ase_phisnet.model import PhiSNet
+from ase_phisnet.model import ENERGY_MODELS, PhiSNet
 from ase_phisnet.reference import check_closed_shell
 
 
@@ -73,6 +73,8 @@ def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
     :func:`~ase_phisnet.electronic.solve_closed_shell`; 1 is faster). ``energy_model``: the
     model's ``config.energy_model`` (module docstring).
     """
+    if energy_model not in ENERGY_MODELS:
+        raise ValueError(f"energy_model must be one of {ENERGY_MODELS}, got {energy_model!r}")
     needed = (("hamiltonian", "overlap") if energy_model == "band_structure"
               else ("hamiltonian", "overlap", "core_hamiltonian"))
     missing = set(needed) - set(outputs)

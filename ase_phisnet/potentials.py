@@ -170,9 +170,11 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"# {name}",
         "",
         f"PhiSNet potential for {dataset.metadata.molecule}: predicts the "
-        f"{theory.xc.upper()}/{theory.basis} {_predicted_matrices(model.config)}; energy and "
-        f"forces follow from them through the {model.config.energy_model!r} energy model "
-        "(README, 'Electronic structure and the energy model').",
+        f"{theory.xc.upper()}/{theory.basis} {_predicted_matrices(model.config)}"
+        + (f"; energy and forces follow from them through the {model.config.energy_model!r} "
+           "energy model (README, 'Electronic structure and the energy model')."
+           if model.config.predicts_energy else "; no energies (it lacks matrices its energy "
+           "model needs)."),
         "",
         "## Model",
         f"- theory: PySCF RKS {theory.xc.upper()}, basis {theory.basis}, grid level "
@@ -216,14 +218,17 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"| occupied orbital cosine similarity | {metrics.occupied_cosine_similarity_pct:.3f} % |",
         f"| dipole MAE (per component, from the predicted density) | "
         f"{metrics.dipole_mae_debye:.3f} D |",
-        f"| energy MAE | {metrics.energy_mae_mev:.2f} meV ({metrics.energy_mae_kcal_mol:.3f} "
-        "kcal/mol) |",
-        f"| force MAE | {metrics.force_mae_mev_per_ang:.1f} meV/Å "
-        f"({metrics.force_mae_kcal_mol_per_ang:.3f} kcal/mol/Å) |",
-        f"| largest force error (one atom, vector norm) | "
-        f"{metrics.force_max_error_mev_per_ang:.0f} meV/Å |",
-        "",
     ]
+    if metrics.energy_mae_mev is not None:
+        lines += [
+            f"| energy MAE | {metrics.energy_mae_mev:.2f} meV "
+            f"({metrics.energy_mae_kcal_mol:.3f} kcal/mol) |",
+            f"| force MAE | {metrics.force_mae_mev_per_ang:.1f} meV/Å "
+            f"({metrics.force_mae_kcal_mol_per_ang:.3f} kcal/mol/Å) |",
+            f"| largest force error (one atom, vector norm) | "
+            f"{metrics.force_max_error_mev_per_ang:.0f} meV/Å |",
+        ]
+    lines.append("")
     if notes:
         lines += ["## Notes", notes.strip(), ""]
     return "\n".join(lines)

@@ -246,8 +246,8 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
                                             n_occ, energy_model=model.config.energy_model)
         except PhiSNetError as error:
             raise ValueError(
-                f"energy/force training needs sensible predicted matrices ({error}); train H, S "
-                "and core H first (loss.energy = loss.forces = 0), then fine-tune that model "
+                f"energy/force training needs sensible predicted matrices ({error}); train the "
+                "matrices first (loss.energy = loss.forces = 0), then fine-tune that model "
                 "with init_from") from None
         residuals.append(batch.energy_eh - predicted.energy_eh)
     residual = torch.cat(residuals).double().cpu().numpy()
@@ -454,8 +454,9 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
         model = load_model(config.init_from)
         logger.info("initialized from %s", config.init_from)
         changes = dict(config.model)
-        if changes.pop("exact_overlap", False):
+        if changes.get("exact_overlap"):
             model = with_exact_overlap(model)
+            changes.pop("exact_overlap")
             logger.info("S from the integrals from now on (exact_overlap)")
         if "matrices" in changes:
             changes["matrices"] = tuple(changes["matrices"])

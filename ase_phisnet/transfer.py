@@ -1,8 +1,9 @@
 """Transfer learning: fine-tune the energy path of a DFT-trained potential on a higher level.
 
-The model's energy is ``E = E_nuc + 1/2 Tr[P (H_core + H)] + sum_i (e_Z(i) + phi(x_i))``
-(:mod:`ase_phisnet.potential`). Fine-tuning on a few hundred coupled-cluster energies and
-forces keeps the network and its predicted H, S and core H (still the DFT ones, so orbitals,
+The model's energy is an electronic part plus ``sum_i (e_Z(i) + phi(x_i))``, e.g.
+``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.potential`). Fine-tuning on a
+few hundred coupled-cluster energies and forces keeps the network and its predicted matrices
+(still the DFT ones, so orbitals,
 charges and warm starts are unchanged) and trains only the *energy path beyond the matrices*:
 the element energies ``e_Z`` (first refitted by least squares to the new level's mean offset)
 and the atomwise MLP ``phi``. The correction learns ``E_high - E_DFT``, a smooth function of

@@ -151,6 +151,36 @@ def test_reconfigured_keeps_weights_and_refuses_new_ones():
         reconfigured(band, matrices=("hamiltonian", "overlap", "core_hamiltonian"))
     with pytest.raises(ValueError, match="only"):
         reconfigured(model, num_layers=2)
+    same = reconfigured(model, matrices=("hamiltonian", "overlap"))  # same energy model
+    torch.testing.assert_close(same.element_energy_eh, model.element_energy_eh)
+    exact = reconfigured(model, exact_overlap=True, matrices=("hamiltonian", "core_hamiltonian"))
+    with pytest.raises(ValueError, match="no trained S head"):
+        reconfigured(exact, exact_overlap=False)
+
+
+def test_band_structure_energy_is_tr_ph_plus_the_correction_without_e_nuc():
+    """The two energy models share the matrices and the correction; they differ by exactly
+    ``E_nuc + 1/2 Tr[P (H_core - H)]``."""
+    from ase_phisnet.electronic import nuclear_repulsion_eh
+    from ase_phisnet.potential import predict_energy
+
+    torch.manual_seed(1)
+    model = PhiSNet(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1,
+                                exact_overlap=True,
+                                matrices=("hamiltonian", "core_hamiltonian"))).double()
+    band = reconfigured(model, energy_model="band_structure")
+    z = torch.tensor([8, 1, 1])
+    xyz = torch.tensor([[0.0, 0.0, 0.2], [0.0, 1.4, -0.9], [0.0, -1.4, -0.9]], dtype=torch.float64)
+    with torch.no_grad():
+        out = model(z, xyz)
+        # A plausible water Fock matrix is not needed: any symmetric H with a gap will do.
+        phisnet, banded = predict_energy(model, z, xyz), predict_energy(band, z, xyz)
+    density = banded.solution.density_matrix
+    expected = (density * out["hamiltonian"]).sum() + out["energy_correction_eh"]
+    torch.testing.assert_close(banded.energy_eh, expected)
+    difference = (nuclear_repulsion_eh(z, xyz)
+                  + 0.5 * (density * (out["core_hamiltonian"] - out["hamiltonian"])).sum())
+    torch.testing.assert_close(phisnet.energy_eh - banded.energy_eh, difference)
 
 
 def test_a_batch_of_geometries_equals_one_by_one():

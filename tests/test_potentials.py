@@ -131,8 +131,12 @@ def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path
     card = (tmp_path / "out" / "water-band.md").read_text()
     assert "'band_structure' energy model" in card and "overlap from PySCF's integrals" in card
     assert "core H MAE" not in card and "| S | exact, from the integrals |" in card
+    from ase_phisnet.evaluate import trained_test_split
+
     dataset = HamiltonianDataset(data)
-    test = dataset.split(0, 8, 4, 4).test
+    with open(tmp_path / "out" / "water-band.pt.json") as handle:
+        test = trained_test_split(json.load(handle), dataset)
+    assert len(test) == 4
     again = evaluate_model(load_model(tmp_path / "out" / "water-band.pt").double(), dataset, test)
     # The shipped weights are float32 copies of the evaluated float64 model.
     assert metrics["energy_mae_mev"] == pytest.approx(again.energy_mae_mev, rel=1e-6)
