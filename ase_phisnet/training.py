@@ -4,7 +4,8 @@ Loss (all terms dimensionless, each matrix scaled by the standard deviation ``si
 reference elements in the training split)::
 
     L = sum_M w_M [ mean((M_pred - M_ref)^2) / sigma_M^2 + mean|M_pred - M_ref| / sigma_M ]
-        + w_eps [ same for the occupied orbital energies of H C = S C eps ]
+        + w_eps [ same for the occupied (and loss.virtual_orbitals lowest virtual) orbital
+                  energies of H C = S C eps ]
         + w_tg  [ same for the TraceGrad invariants |H_b|_F of every atom and pair block ]
         + w_E, w_F [ same for the total energy and the forces of the energy model ]
         + w_mu  [ same for the dipole moment sum_A Z_A R_A - Tr[P r] of the predicted P ]
@@ -68,6 +69,7 @@ class MatrixData:
     forces_eh_per_bohr: torch.Tensor  # (N, A, 3)
     dipole_e_bohr: torch.Tensor  # (N, 3), origin at 0
     position_integrals: torch.Tensor | None = None  # (N, 3, nao, nao) <r - R_c>, for dipoles
+    virtual_energies_eh: torch.Tensor | None = None  # (N, k) lowest virtual orbital energies
 
     def __len__(self):
         return self.positions_bohr.shape[0]
@@ -78,7 +80,9 @@ class MatrixData:
                           self.occupied_energies_eh[index], self.energy_eh[index],
                           self.forces_eh_per_bohr[index], self.dipole_e_bohr[index],
                           None if self.position_integrals is None
-                          else self.position_integrals[index])
+                          else self.position_integrals[index],
+                          None if self.virtual_energies_eh is None
+                          else self.virtual_energies_eh[index])
 
     def to(self, device, dtype) -> MatrixData:
         return MatrixData(self.atomic_numbers.to(device),
@@ -89,7 +93,9 @@ class MatrixData:
                           self.forces_eh_per_bohr.to(device, dtype),
                           self.dipole_e_bohr.to(device, dtype),
                           None if self.position_integrals is None
-                          else self.position_integrals.to(device, dtype))
+                          else self.position_integrals.to(device, dtype),
+                          None if self.virtual_energies_eh is None
+                          else self.virtual_energies_eh.to(device, dtype))
 
 
 _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
@@ -97,10 +103,11 @@ _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
 
 
 def load_matrix_data(dataset: HamiltonianDataset, positions, names,
-                     with_position_integrals: bool = False) -> MatrixData:
+                     with_position_integrals: bool = False, n_virtual: int = 0) -> MatrixData:
     """Read records at ``positions`` of ``dataset`` into float64 tensors; with
     ``with_position_integrals`` also ``<μ| r - R_c |ν>`` of each geometry (dipole loss,
-    :func:`~ase_phisnet.integrals.position_integrals`)."""
+    :func:`~ase_phisnet.integrals.position_integrals`); ``n_virtual``: also the energies of the
+    lowest ``n_virtual`` virtual orbitals."""
     records = [dataset[int(p)] for p in positions]
     if not records:
         raise ValueError("no records selected")
@@ -108,6 +115,7 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
     if any(not np.array_equal(r.atomic_numbers, numbers) for r in records):
         raise ValueError("training needs records of one molecule (same atoms in the same order)")
     occupied = [r.orbital_energies_eh[r.occupations > 0] for r in records]
+    virtual = [r.orbital_energies_eh[r.occupations == 0][:n_virtual] for r in records]
     return MatrixData(
         atomic_numbers=torch.as_tensor(numbers, dtype=torch.long),
         positions_bohr=torch.as_tensor(np.stack([r.positions_bohr for r in records])),
@@ -120,6 +128,7 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
         position_integrals=torch.as_tensor(position_integrals(
             numbers, [r.positions_bohr for r in records], dataset.metadata.theory.basis))
         if with_position_integrals else None,
+        virtual_energies_eh=torch.as_tensor(np.stack(virtual)) if n_virtual else None,
     )
 
 
@@ -137,7 +146,8 @@ def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
 
 
 def occupied_orbital_energies(hamiltonian, overlap, n_occupied: int) -> torch.Tensor:
-    """Lowest ``n_occupied`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable."""
+    """Lowest ``n_occupied`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable
+    (occupied orbitals, or any number of the lowest)."""
     orthogonal = orthogonalized(hamiltonian, torch.linalg.cholesky(overlap))
     return torch.linalg.eigvalsh(orthogonal)[..., :n_occupied]
 
@@ -162,11 +172,12 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     for name, reference in batch.matrices.items():
         terms[name] = _scaled_error(out[name], reference, scales[name])
     if weights.orbital_energies > 0:
-        n_occ = batch.occupied_energies_eh.shape[-1]
+        reference = batch.occupied_energies_eh
+        if batch.virtual_energies_eh is not None:
+            reference = torch.cat([reference, batch.virtual_energies_eh], dim=-1)
         overlap = out.get("overlap", batch.matrices.get("overlap"))
-        eps = occupied_orbital_energies(out["hamiltonian"], overlap, n_occ)
-        terms["orbital_energies"] = _scaled_error(eps, batch.occupied_energies_eh,
-                                                  scales["orbital_energies"])
+        eps = occupied_orbital_energies(out["hamiltonian"], overlap, reference.shape[-1])
+        terms["orbital_energies"] = _scaled_error(eps, reference, scales["orbital_energies"])
     solution = None
     if weights.energy > 0 or want_forces:
         n_occ = batch.occupied_energies_eh.shape[-1]
@@ -315,8 +326,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     _check_orbital_terms(config, model)
     names = list(model.config.matrices)
     dipoles = config.loss.dipole > 0
-    train_data = load_matrix_data(dataset, split.train, names, dipoles)
-    valid_data = load_matrix_data(dataset, split.validation, names, dipoles)
+    n_virtual = config.loss.virtual_orbitals
+    train_data = load_matrix_data(dataset, split.train, names, dipoles, n_virtual)
+    valid_data = load_matrix_data(dataset, split.validation, names, dipoles, n_virtual)
     dataset.close()  # all in memory now; the generator may still be appending to the file
     scales = loss_scales(model, train_data)
     shortest_distance = min_distance_bohr(train_data.positions_bohr)

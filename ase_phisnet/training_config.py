@@ -76,7 +76,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training`)."""
+    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training`).
+
+    ``virtual_orbitals``: how many of the lowest virtual orbital energies join the occupied ones
+    in the orbital-energy term. With none, nothing holds the predicted LUMO where the reference
+    has it, and end-to-end training can let it sink into the occupied levels outside the data.
+    """
 
     hamiltonian: float = 1.0
     overlap: float = 1.0
@@ -86,10 +91,13 @@ class LossWeights:
     energy: float = 0.0
     forces: float = 0.0
     dipole: float = 0.0  # dipole moment of the predicted density matrix (needs H and S)
+    virtual_orbitals: int = 0
 
     def __post_init__(self):
         if any(w < 0 for w in dataclasses.astuple(self)):
             raise ValueError(f"loss weights must be >= 0, got {self}")
+        if int(self.virtual_orbitals) != self.virtual_orbitals:
+            raise ValueError(f"virtual_orbitals must be a whole number, got {self.virtual_orbitals}")
 
 
 @dataclass(frozen=True)

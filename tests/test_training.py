@@ -141,6 +141,7 @@ def test_train_and_evaluate_commands(water_file, tmp_path, capsys):
         ({"optim": {"dtype": "float16"}}, "dtype must be one of"),
         ({"optim": {"learing_rate": 1.0}}, "unknown keys in 'optim'"),
         ({"loss": {"hamiltonian": -1.0}}, "loss weights"),
+        ({"loss": {"virtual_orbitals": 1.5}}, "virtual_orbitals must be a whole number"),
     ],
 )
 def test_training_config_validates(values, message):
@@ -183,14 +184,16 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     model_path, data = small_potential("H2O")
     band = energy_model == "band_structure"
     settings = {"exact_overlap": True} if exact_overlap else {}
-    if band:
+    loss = {"energy": 1.0, "forces": 1.0}
+    if band:  # with the LUMO and LUMO+1 in the orbital-energy term
         settings.update(energy_model=energy_model, matrices=["hamiltonian"])
+        loss.update(orbital_energies=1.0, virtual_orbitals=2)
     config = TrainConfig.from_dict({
         "dataset": data, "output_dir": str(tmp_path / "tune"), "init_from": model_path,
         "split": {"n_train": 12, "n_validation": 4, "n_test": 0},
         "model": settings,
         "optim": {"dtype": "float64", "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 3},
-        "loss": {"energy": 1.0, "forces": 1.0},
+        "loss": loss,
     })
     result = train(config, progress=False)
     first, last = result.history[0], result.history[-1]
@@ -201,6 +204,7 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     assert after.config.exact_overlap == exact_overlap
     assert after.config.energy_model == energy_model
     assert ("train_core_hamiltonian" in last) != band and ("core_hamiltonian" in after.heads) != band
+    assert ("train_orbital_energies" in last) == band
     if band:  # a new energy model starts from zeroed element energies, refitted before training
         assert bool(after.element_energy_eh.any())
     after_state = after.state_dict()
@@ -238,6 +242,23 @@ def test_evaluate_energy_and_force_metrics(small_potential):
     assert metrics.force_max_error_mev_per_ang == pytest.approx(
         1000 * np.linalg.norm(force_errors, axis=-1).max(), rel=1e-8)
     assert metrics.energy_mae_kcal_mol == pytest.approx(metrics.energy_mae_mev / 43.364, rel=1e-3)
+
+
+def test_orbital_energy_term_with_virtual_orbitals_matches_the_reference_spectrum(water_file):
+    """With ``n_virtual`` the reference of the orbital-energy term is the lowest
+    ``n_occ + n_virtual`` eigenvalues of the reference H C = S C eps, in the order the loss
+    computes them."""
+    from ase_phisnet.training import load_matrix_data, occupied_orbital_energies
+
+    data = load_matrix_data(HamiltonianDataset(water_file), range(3),
+                            ["hamiltonian", "overlap"], n_virtual=2)
+    assert data.virtual_energies_eh.shape == (3, 2)
+    reference = torch.cat([data.occupied_energies_eh, data.virtual_energies_eh], dim=-1)
+    eps = occupied_orbital_energies(data.matrices["hamiltonian"], data.matrices["overlap"],
+                                    reference.shape[-1])
+    torch.testing.assert_close(eps, reference, rtol=0, atol=1e-7)
+    assert bool((data.virtual_energies_eh[:, 0] > data.occupied_energies_eh[:, -1]).all())
+    assert data.subset(torch.tensor([2])).virtual_energies_eh.shape == (1, 2)
 
 
 def test_dipole_of_the_reference_density_is_the_stored_dipole(water_file):
