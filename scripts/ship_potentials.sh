@@ -2,7 +2,7 @@
 # Package trained potentials into potentials/ with model cards and test-split metrics.
 #
 #   bash scripts/ship_potentials.sh water     # water-pbe-def2svp (stages 1-3) and -orbitals (stage 1)
-#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (stages 1, 1b, 1c, 2_band, 3_band), -orbitals (1, 1b, 1c)
+#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (1, 1b, 1c, 2-4_band), -orbitals (1, 1b, 1c)
 #   bash scripts/ship_potentials.sh ethanol orbitals   # only the -orbitals one
 #
 # Needs the molecule's data set (README, "Shipped potentials") and its training stages run with
@@ -19,7 +19,7 @@ from ase_phisnet.potentials import ship_potential
 FORMULA = {"water": "H2O", "ethanol": "CH3CH2OH"}
 #: Training stages in order: the matrices-only ones (the -orbitals potential), then end to end.
 MATRIX_STAGES = {"water": ["stage1"], "ethanol": ["stage1", "stage1b", "stage1c"]}
-ENERGY_STAGES = {"water": ["stage2", "stage3"], "ethanol": ["stage2_band", "stage3_band"]}
+ENERGY_STAGES = {"water": ["stage2", "stage3"], "ethanol": ["stage2_band", "stage3_band", "stage4_band"]}
 #: Molecules whose orbitals potential takes S from the integrals (its learned S was indefinite
 #: at some geometries; configs/ethanol_pbe_def2svp_stage1b.yaml).
 EXACT_OVERLAP = {"ethanol"}
