@@ -16,6 +16,10 @@ accurate the matrices must be before energies can follow from them::
 
 Reported per combination: the standard deviation of the residual and its mean absolute
 deviation from its mean (meV), i.e. the energy MAE that a constant correction would leave.
+The same for the band-structure energy model's electronic term ``Tr[P H]``, and, for both
+energy models, the spread of the error that the predicted matrices put into the electronic
+term, ``E_el(predicted) - E_el(reference)``: ``Tr[P H]`` is stationary in the density,
+``1/2 Tr[P (H_core + H)]`` is not.
 Results go to ``benchmarks/results/band_energy_residual_<model>.json``.
 """
 
@@ -30,7 +34,12 @@ import torch
 from ase.units import Hartree
 
 from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.electronic import band_energy_eh, nuclear_repulsion_eh, solve_closed_shell
+from ase_phisnet.electronic import (
+    band_energy_eh,
+    band_structure_energy_eh,
+    nuclear_repulsion_eh,
+    solve_closed_shell,
+)
 from ase_phisnet.errors import PhiSNetError
 from ase_phisnet.evaluate import trained_test_split
 from ase_phisnet.model import load_model
@@ -56,7 +65,9 @@ def main():
                     "predicted H, predicted core H": ("pred", "pred"),
                     "predicted H, reference core H": ("pred", "ref"),
                     "reference H, predicted core H": ("ref", "pred")}
-    residuals = {name: [] for name in combinations}
+    band_rows = {"Tr[P H], reference H": "ref", "Tr[P H], predicted H": "pred"}
+    residuals = {name: [] for name in [*combinations, *band_rows]}
+    matrix_errors = {"phisnet: 1/2 Tr[P (H_core + H)]": [], "band_structure: Tr[P H]": []}
     n_failed = 0
     for position in list(test)[: args.n]:
         record = dataset[int(position)]
@@ -72,17 +83,26 @@ def main():
         n_occupied = int(np.sum(record.occupations > 0))
         electronic = record.energy_eh - float(nuclear_repulsion_eh(z, xyz))
         try:
-            bands = {}
+            bands, solutions = {}, {}
+            for h in ("ref", "pred"):
+                solutions[h] = solve_closed_shell(matrices["H", h], overlaps[h], n_occupied,
+                                                  derivative_order=1)
             for name, (h, hc) in combinations.items():
-                solution = solve_closed_shell(matrices["H", h], overlaps[h], n_occupied,
-                                              derivative_order=1)
-                bands[name] = float(band_energy_eh(solution, matrices["H", h],
+                bands[name] = float(band_energy_eh(solutions[h], matrices["H", h],
                                                    matrices["Hc", hc]))
+            structure = {h: float(band_structure_energy_eh(solutions[h], matrices["H", h]))
+                         for h in ("ref", "pred")}
         except PhiSNetError:  # indefinite predicted S or no gap: no energy at all
             n_failed += 1
             continue
         for name, band in bands.items():
             residuals[name].append(MEV_PER_EH * (electronic - band))
+        for name, h in band_rows.items():  # E_nuc is part of what the atomwise term learns here
+            residuals[name].append(MEV_PER_EH * (record.energy_eh - structure[h]))
+        matrix_errors["phisnet: 1/2 Tr[P (H_core + H)]"].append(MEV_PER_EH * (
+            bands["predicted H, predicted core H"] - bands["reference H, reference core H"]))
+        matrix_errors["band_structure: Tr[P H]"].append(
+            MEV_PER_EH * (structure["pred"] - structure["ref"]))
     rows = []
     for name, values in residuals.items():
         values = np.asarray(values)
@@ -90,13 +110,21 @@ def main():
                      "mae_after_constant_mev": float(np.abs(values - values.mean()).mean())})
         print(f"{name:32s} residual std {rows[-1]['residual_std_mev']:10.1f} meV, "
               f"MAE after a constant {rows[-1]['mae_after_constant_mev']:10.1f} meV")
+    error_rows = []
+    for name, values in matrix_errors.items():
+        values = np.asarray(values)
+        error_rows.append({"electronic_term": name, "error_std_mev": float(values.std()),
+                           "error_mean_mev": float(values.mean())})
+        print(f"matrix error of {name:34s} std {values.std():10.1f} meV "
+              f"(mean {values.mean():.1f} meV)")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.splitext(os.path.basename(args.model))[0]
     path = os.path.join(args.out, f"band_energy_residual_{stem}.json")
     with open(path, "w") as handle:
         json.dump({"model": args.model, "data": args.data,
                    "n_geometries": len(residuals["reference H, reference core H"]),
-                   "n_failed": n_failed, "rows": rows}, handle, indent=2)
+                   "n_failed": n_failed, "rows": rows,
+                   "matrix_error_of_the_electronic_term": error_rows}, handle, indent=2)
     if n_failed:
         print(f"{n_failed} geometries left out: no energy from the predicted matrices")
     print(f"wrote {path}")
