@@ -40,7 +40,9 @@ from ase_phisnet.layers import (
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 1
 MATRIX_NAMES = ("hamiltonian", "overlap", "core_hamiltonian")
-ENERGY_MODELS = ("phisnet", "band_structure")
+#: Energy models (:mod:`ase_phisnet.potential`) and the matrices each needs.
+ENERGY_MODEL_MATRICES = {"phisnet": MATRIX_NAMES, "band_structure": ("hamiltonian", "overlap")}
+ENERGY_MODELS = tuple(ENERGY_MODEL_MATRICES)
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,7 @@ class ModelConfig:
     @property
     def energy_matrices(self) -> frozenset[str]:
         """Matrices the energy model needs (:mod:`ase_phisnet.potential`)."""
-        if self.energy_model == "band_structure":
-            return frozenset({"hamiltonian", "overlap"})
-        return frozenset(MATRIX_NAMES)
+        return frozenset(ENERGY_MODEL_MATRICES[self.energy_model])
 
     @property
     def predicts_energy(self) -> bool:

@@ -44,7 +44,7 @@ from ase_phisnet.electronic import (
     nuclear_repulsion_eh,
     solve_closed_shell,
 )
-from ase_phisnet.model import ENERGY_MODELS, PhiSNet
+from ase_phisnet.model import ENERGY_MODEL_MATRICES, ENERGY_MODELS, PhiSNet
 from ase_phisnet.reference import check_closed_shell
 
 
@@ -75,8 +75,7 @@ def energy_from_outputs(outputs: dict, atomic_numbers: torch.Tensor,
     """
     if energy_model not in ENERGY_MODELS:
         raise ValueError(f"energy_model must be one of {ENERGY_MODELS}, got {energy_model!r}")
-    needed = (("hamiltonian", "overlap") if energy_model == "band_structure"
-              else ("hamiltonian", "overlap", "core_hamiltonian"))
+    needed = ENERGY_MODEL_MATRICES[energy_model]
     missing = set(needed) - set(outputs)
     if missing:
         raise ValueError(f"the {energy_model!r} energy model needs the model to predict "

@@ -145,11 +145,10 @@ def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
     return torch.diagonal(norms, dim1=1, dim2=2), norms[:, src, dst]
 
 
-def occupied_orbital_energies(hamiltonian, overlap, n_occupied: int) -> torch.Tensor:
-    """Lowest ``n_occupied`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable
-    (occupied orbitals, or any number of the lowest)."""
+def lowest_orbital_energies(hamiltonian, overlap, n_orbitals: int) -> torch.Tensor:
+    """Lowest ``n_orbitals`` eigenvalues of ``H C = S C eps`` via Cholesky, differentiable."""
     orthogonal = orthogonalized(hamiltonian, torch.linalg.cholesky(overlap))
-    return torch.linalg.eigvalsh(orthogonal)[..., :n_occupied]
+    return torch.linalg.eigvalsh(orthogonal)[..., :n_orbitals]
 
 
 def _scaled_error(prediction, reference, sigma):
@@ -176,7 +175,7 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
         if batch.virtual_energies_eh is not None:
             reference = torch.cat([reference, batch.virtual_energies_eh], dim=-1)
         overlap = out.get("overlap", batch.matrices.get("overlap"))
-        eps = occupied_orbital_energies(out["hamiltonian"], overlap, reference.shape[-1])
+        eps = lowest_orbital_energies(out["hamiltonian"], overlap, reference.shape[-1])
         terms["orbital_energies"] = _scaled_error(eps, reference, scales["orbital_energies"])
     solution = None
     if weights.energy > 0 or want_forces:

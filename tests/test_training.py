@@ -249,13 +249,13 @@ def test_orbital_energy_term_with_virtual_orbitals_matches_the_reference_spectru
     """With ``n_virtual`` the reference of the orbital-energy term is the lowest
     ``n_occ + n_virtual`` eigenvalues of the reference H C = S C eps, in the order the loss
     computes them."""
-    from ase_phisnet.training import load_matrix_data, occupied_orbital_energies
+    from ase_phisnet.training import load_matrix_data, lowest_orbital_energies
 
     data = load_matrix_data(HamiltonianDataset(water_file), range(3),
                             ["hamiltonian", "overlap"], n_virtual=2)
     assert data.virtual_energies_eh.shape == (3, 2)
     reference = torch.cat([data.occupied_energies_eh, data.virtual_energies_eh], dim=-1)
-    eps = occupied_orbital_energies(data.matrices["hamiltonian"], data.matrices["overlap"],
+    eps = lowest_orbital_energies(data.matrices["hamiltonian"], data.matrices["overlap"],
                                     reference.shape[-1])
     torch.testing.assert_close(eps, reference, rtol=0, atol=1e-7)
     assert bool((data.virtual_energies_eh[:, 0] > data.occupied_energies_eh[:, -1]).all())
