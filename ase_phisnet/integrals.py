@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ase_phisnet.electronic import charge_center_bohr
+
 
 class OverlapIntegrals:
     """PySCF overlap integrals of one molecule (atomic numbers and basis fixed) at any geometry.
@@ -72,8 +74,8 @@ class OverlapIntegrals:
         """``<μ| r - R_c |ν>`` (3, nao, nao), Bohr: PySCF's ``int1e_r`` minus ``R_c S``, ``R_c``
         the centre of nuclear charge (see :func:`position_integrals`)."""
         positions = np.asarray(positions_bohr, dtype=float)
-        charges = self.atomic_numbers.astype(float)
-        center = charges @ positions / charges.sum()
+        center = charge_center_bohr(torch.as_tensor(self.atomic_numbers),
+                                    torch.as_tensor(positions)).numpy()
         mol = self._at(positions)
         return mol.intor("int1e_r") - center[:, None, None] * mol.intor("int1e_ovlp")
 

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -47,7 +47,6 @@ from ase_phisnet.model import (
     load_model,
     reconfigured,
     save_model,
-    with_exact_overlap,
 )
 from ase_phisnet.potential import energy_from_outputs
 from ase_phisnet.training_config import TrainConfig
@@ -75,27 +74,20 @@ class MatrixData:
         return self.positions_bohr.shape[0]
 
     def subset(self, index: torch.Tensor) -> MatrixData:
-        return MatrixData(self.atomic_numbers, self.positions_bohr[index],
-                          {k: v[index] for k, v in self.matrices.items()},
-                          self.occupied_energies_eh[index], self.energy_eh[index],
-                          self.forces_eh_per_bohr[index], self.dipole_e_bohr[index],
-                          None if self.position_integrals is None
-                          else self.position_integrals[index],
-                          None if self.virtual_energies_eh is None
-                          else self.virtual_energies_eh[index])
+        return self._map(lambda tensor: tensor[index], self.atomic_numbers)
 
     def to(self, device, dtype) -> MatrixData:
-        return MatrixData(self.atomic_numbers.to(device),
-                          self.positions_bohr.to(device, dtype),
-                          {k: v.to(device, dtype) for k, v in self.matrices.items()},
-                          self.occupied_energies_eh.to(device, dtype),
-                          self.energy_eh.to(device, dtype),
-                          self.forces_eh_per_bohr.to(device, dtype),
-                          self.dipole_e_bohr.to(device, dtype),
-                          None if self.position_integrals is None
-                          else self.position_integrals.to(device, dtype),
-                          None if self.virtual_energies_eh is None
-                          else self.virtual_energies_eh.to(device, dtype))
+        return self._map(lambda tensor: tensor.to(device, dtype), self.atomic_numbers.to(device))
+
+    def _map(self, function, atomic_numbers) -> MatrixData:
+        """The same data with ``function`` applied to every per-geometry tensor."""
+        values = {}
+        for field in fields(self)[1:]:  # all but atomic_numbers
+            value = getattr(self, field.name)
+            values[field.name] = (None if value is None
+                                  else {k: function(v) for k, v in value.items()}
+                                  if isinstance(value, dict) else function(value))
+        return MatrixData(atomic_numbers, **values)
 
 
 _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
@@ -115,7 +107,6 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
     if any(not np.array_equal(r.atomic_numbers, numbers) for r in records):
         raise ValueError("training needs records of one molecule (same atoms in the same order)")
     occupied = [r.orbital_energies_eh[r.occupations > 0] for r in records]
-    virtual = [r.orbital_energies_eh[r.occupations == 0][:n_virtual] for r in records]
     return MatrixData(
         atomic_numbers=torch.as_tensor(numbers, dtype=torch.long),
         positions_bohr=torch.as_tensor(np.stack([r.positions_bohr for r in records])),
@@ -128,7 +119,9 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
         position_integrals=torch.as_tensor(position_integrals(
             numbers, [r.positions_bohr for r in records], dataset.metadata.theory.basis))
         if with_position_integrals else None,
-        virtual_energies_eh=torch.as_tensor(np.stack(virtual)) if n_virtual else None,
+        virtual_energies_eh=torch.as_tensor(np.stack([
+            r.orbital_energies_eh[r.occupations == 0][:n_virtual] for r in records]))
+        if n_virtual else None,
     )
 
 
@@ -465,10 +458,9 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
         model = load_model(config.init_from)
         logger.info("initialized from %s", config.init_from)
         changes = dict(config.model)
-        if changes.get("exact_overlap"):
-            model = with_exact_overlap(model)
-            changes.pop("exact_overlap")
-            logger.info("S from the integrals from now on (exact_overlap)")
+        if changes.get("exact_overlap") and not model.config.exact_overlap:
+            # S from the integrals from now on: the overlap head goes
+            changes.setdefault("matrices", [m for m in model.config.matrices if m != "overlap"])
         if "matrices" in changes:
             changes["matrices"] = tuple(changes["matrices"])
         if changes:  # raises for anything that would need weights the model does not have
