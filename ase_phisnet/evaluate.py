@@ -22,6 +22,7 @@ For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.po
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,11 +216,15 @@ def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
 
 
 def trained_test_split(model_json: dict, dataset: HamiltonianDataset):
-    """The test split a model was trained with (from its JSON), on ``dataset``."""
+    """The test split a model was trained with (from its JSON), on ``dataset``: the split of
+    the ``extra_data`` file of the same name if ``dataset`` is one, else the main file's."""
     training = model_json.get("training")
     if not training:
         raise ValueError("the model file records no training split; pass --split-seed, "
                          "--n-train and --n-validation")
     split = training["split"]
+    for extra in training.get("extra_data", []):
+        if os.path.basename(extra["dataset"]) == os.path.basename(dataset.path):
+            split = extra["split"]
     return dataset.split(split["seed"], split["n_train"], split["n_validation"],
                          split["n_test"], over_plan=split.get("over_plan", False)).test

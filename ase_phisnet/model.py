@@ -36,6 +36,7 @@ from ase_phisnet.layers import (
     equivariant_linear,
     smooth_cutoff,
 )
+from ase_phisnet.repulsion import PAIR_REPULSIONS, zbl_repulsion_eh
 
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 1
@@ -69,6 +70,9 @@ class ModelConfig:
             (:mod:`ase_phisnet.potential`): ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]``
             plus the atomwise correction (needs H, S and core H), or ``"band_structure"``,
             ``Tr[P H] = 2 sum_occ eps_i`` plus the atomwise correction (needs H and S).
+        pair_repulsion: ``"zbl"`` adds a fixed short-range screened nuclear repulsion
+            (:mod:`ase_phisnet.repulsion`) to the atomwise correction: a wall where atoms come
+            closer than a bond, which the data do not reach; ``"none"`` adds nothing.
     """
 
     basis: str = "def2-svp"
@@ -85,6 +89,7 @@ class ModelConfig:
     energy_hidden: int = 32
     exact_overlap: bool = False
     energy_model: str = "phisnet"
+    pair_repulsion: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "elements", tuple(self.elements))
@@ -102,6 +107,9 @@ class ModelConfig:
         if self.energy_model not in ENERGY_MODELS:
             raise ValueError(f"energy_model must be one of {ENERGY_MODELS}, got "
                              f"{self.energy_model!r}")
+        if self.pair_repulsion not in PAIR_REPULSIONS:
+            raise ValueError(f"pair_repulsion must be one of {PAIR_REPULSIONS}, got "
+                             f"{self.pair_repulsion!r}")
         if self.num_layers < 1 or self.num_radial < 1 or self.cutoff_bohr <= 0:
             raise ValueError("num_layers, num_radial and cutoff_bohr must be positive")
         if any(c < 1 for c in self.channels):
@@ -241,7 +249,7 @@ class PhiSNet(nn.Module):
             AO order; with ``return_invariants`` also the TraceGrad predictions
             ``"trace_atom"`` ([B,] A) and ``"trace_pair"`` ([B,] P) of ``|H_b|_F`` (Eh).
             Always also ``"energy_correction_eh"`` ([B,]): the atomwise term of the energy
-            model (:mod:`ase_phisnet.potential`).
+            model (:mod:`ase_phisnet.potential`), with the pair repulsion prior if any.
         """
         if self.tracegrad is None or torch.is_grad_enabled():
             return self._forward(atomic_numbers, positions_bohr, return_invariants,
@@ -295,8 +303,11 @@ class PhiSNet(nn.Module):
             outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions,
                                                twice_differentiable)
         scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
-        outputs["energy_correction_eh"] = (self.energy_mlp(scalars).squeeze(-1)
-                                           + self.element_energy_eh[species]).sum(-1)
+        correction = (self.energy_mlp(scalars).squeeze(-1)
+                      + self.element_energy_eh[species]).sum(-1)
+        if self.config.pair_repulsion == "zbl":
+            correction = correction + zbl_repulsion_eh(atomic_numbers, positions)
+        outputs["energy_correction_eh"] = correction
         return {k: v.squeeze(0) for k, v in outputs.items()} if single else outputs
 
     def _molecule(self, atomic_numbers: torch.Tensor, device) -> dict:
@@ -331,10 +342,11 @@ class PhiSNet(nn.Module):
 
 def reconfigured(model: PhiSNet, **changes) -> PhiSNet:
     """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
-    ``exact_overlap``, ``energy_model``, and ``matrices`` narrowed to a subset (the dropped
-    heads' weights are left out). Anything else would need weights the model does not have.
-    A new energy model zeroes the element energies, which training then refits."""
-    allowed = {"exact_overlap", "energy_model", "matrices"}
+    ``exact_overlap``, ``energy_model``, ``pair_repulsion``, and ``matrices`` narrowed to a
+    subset (the dropped heads' weights are left out). Anything else would need weights the
+    model does not have. A new energy model or pair repulsion zeroes the element energies,
+    which training then refits."""
+    allowed = {"exact_overlap", "energy_model", "pair_repulsion", "matrices"}
     if set(changes) - allowed:
         raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
                          f"{sorted(set(changes) - allowed)}")
@@ -350,7 +362,8 @@ def reconfigured(model: PhiSNet, **changes) -> PhiSNet:
     state = {k: v for k, v in model.state_dict().items()
              if not any(k.startswith(f"heads.{name}.") for name in dropped)}
     copy.load_state_dict(state)
-    if config.energy_model != model.config.energy_model:
+    if (config.energy_model, config.pair_repulsion) != (model.config.energy_model,
+                                                        model.config.pair_repulsion):
         with torch.no_grad():  # constants of the old energy model; training refits them
             copy.element_energy_eh.zero_()
     return copy

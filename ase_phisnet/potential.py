@@ -25,6 +25,10 @@ repulsion, double counting, exchange-correlation) that the atomwise term learns.
 stationary in ``P`` (first order: ``Tr[P dH]``, the orbital energies' own errors), so it forgives
 matrix errors that ``"phisnet"`` amplifies; it needs no core H.
 
+With ``pair_repulsion="zbl"`` the atomwise term carries a fixed short-range screened nuclear
+repulsion as well (:mod:`ase_phisnet.repulsion`): the wall where atoms come closer than a bond,
+which the band-structure model does not have of its own.
+
 Trained end to end, the matrices and the correction share the work; the electronic part keeps
 the energy tied to the predicted orbitals. Forces are ``-dE/dR`` by autograd (exact, finite at
 degenerate occupied orbitals); Hessians by double backward.

@@ -110,12 +110,15 @@ def default_potential(atoms_or_formula) -> str:
 
 def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs: list[str],
                    generate_command: str, hardware: str, notes: str = "",
-                   out_dir: str = "potentials") -> dict:
+                   out_dir: str = "potentials", extra_data: tuple = ()) -> dict:
     """Evaluate a trained model on its test split and write ``NAME.pt``, ``NAME.pt.json`` (with
     the metrics) and the model card ``NAME.md`` into ``out_dir``; returns the metrics.
 
     ``stage_configs``: the YAML training configs in the order they ran (each stage's
     ``best_model.pt.json`` beside its ``output_dir`` gives its epochs and training time).
+    ``extra_data``: ``(dataset_path, generate_command)`` of each further data file the last
+    stage trained on (``extra_data`` of its config); the card gives their test-split metrics
+    too, apart from the main ones.
     """
     import os
 
@@ -132,6 +135,14 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
     dataset = HamiltonianDataset(dataset_path)
     metrics = evaluate_model(model, dataset, trained_test_split({"training": training}, dataset))
     training = {**training, "dataset": os.path.basename(dataset_path)}
+    extras = []
+    for extra_path, extra_command in extra_data:
+        extra_dataset = HamiltonianDataset(extra_path)
+        extras.append({"dataset": extra_dataset, "generate_command": extra_command,
+                       "metrics": evaluate_model(model, extra_dataset, trained_test_split(
+                           {"training": training}, extra_dataset))})
+    training["extra_data"] = [{**record, "dataset": os.path.basename(record["dataset"])}
+                              for record in training.get("extra_data", [])]
     stages = []
     for path in stage_configs:
         with open(path) as handle:
@@ -144,10 +155,12 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
     weights = os.path.join(out_dir, f"{name}.pt")
     save_model(model.float(), weights, extra={
         "training": training, "metrics": metrics.__dict__,
+        "extra_metrics": {os.path.basename(extra["dataset"].path): extra["metrics"].__dict__
+                          for extra in extras},
         "stages": [{k: v for k, v in stage.items() if k != "config_text"} for stage in stages]})
     with open(os.path.join(out_dir, f"{name}.md"), "w") as handle:
         handle.write(model_card(name, model, dataset, training, metrics, stages,
-                                generate_command, hardware, notes))
+                                generate_command, hardware, notes, extras))
     return metrics.__dict__
 
 
@@ -160,11 +173,25 @@ def _predicted_matrices(config) -> str:
     return text + (" (overlap from PySCF's integrals)" if config.exact_overlap else "")
 
 
+def _data_lines(dataset, split, generate_command) -> list[str]:
+    """What a data file holds, how it was made and how it was split (model card)."""
+    sampler = dataset.metadata.sampler
+    return [
+        f"- {dataset.metadata.n_planned} geometries, sampler {sampler['kind']} with "
+        f"{sampler.get('calculator', '?')} at {', '.join(f'{t:g}' for t in sampler['temperatures_k'])}"
+        f" K (seed {sampler['seed']}), PySCF {dataset.metadata.pyscf_version}",
+        f"- made by: `{generate_command}`",
+        f"- split (seed {split['seed']}): {split['n_train']} train, {split['n_validation']} "
+        f"validation, {split['n_test']} test"
+        + (" (drawn over the planned record indices: `over_plan`)" if split.get("over_plan")
+           else ""),
+    ]
+
+
 def model_card(name, model, dataset, training, metrics, stages, generate_command, hardware,
-               notes) -> str:
+               notes, extras=()) -> str:
     """The model card's Markdown text."""
-    theory, sampler = dataset.metadata.theory, dataset.metadata.sampler
-    split = training["split"]
+    theory = dataset.metadata.theory
     total_time = sum(stage["train_time_s"] for stage in stages)
     lines = [
         f"# {name}",
@@ -184,16 +211,18 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"{'/'.join(map(str, model.config.channels))}, cutoff {model.config.cutoff_bohr} Bohr, "
         f"TraceGrad {'on' if model.config.tracegrad else 'off'}; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters (float32 weights)",
+        *([f"- pair repulsion prior: {model.config.pair_repulsion.upper()} screened nuclear "
+           "repulsion, switched off at the covalent radii sum (`ase_phisnet.repulsion`)"]
+          if model.config.pair_repulsion != "none" else []),
         "",
         "## Data",
-        f"- {dataset.metadata.n_planned} geometries, sampler {sampler['kind']} with "
-        f"{sampler.get('calculator', '?')} at {', '.join(f'{t:g}' for t in sampler['temperatures_k'])}"
-        f" K (seed {sampler['seed']}), PySCF {dataset.metadata.pyscf_version}",
-        f"- made by: `{generate_command}`",
-        f"- split (seed {split['seed']}): {split['n_train']} train, {split['n_validation']} "
-        f"validation, {split['n_test']} test"
-        + (" (drawn over the planned record indices: `over_plan`)" if split.get("over_plan")
-           else ""),
+        f"`data/{training['dataset']}` (the test-split metrics below are on it):",
+        *_data_lines(dataset, training["split"], generate_command),
+    ]
+    for extra, record in zip(extras, training.get("extra_data", [])):
+        lines += [f"`data/{record['dataset']}`, trained on beside it:",
+                  *_data_lines(extra["dataset"], record["split"], extra["generate_command"])]
+    lines += [
         "",
         "## Training",
         f"- hardware: {hardware}; total training time {total_time / 60:.0f} min",
@@ -228,6 +257,16 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
             f"| largest force error (one atom, vector norm) | "
             f"{metrics.force_max_error_mev_per_ang:.0f} meV/Å |",
         ]
+    for extra, record in zip(extras, training.get("extra_data", [])):
+        extra_metrics = extra["metrics"]
+        lines += ["", f"On the test split of `data/{record['dataset']}` "
+                  f"({extra_metrics.n_geometries} geometries; `ase-phisnet evaluate "
+                  f"potentials/{name}.pt data/{record['dataset']}`): H MAE "
+                  f"{extra_metrics.hamiltonian_mae_ueh:.1f} µEh"
+                  + (f", energy MAE {extra_metrics.energy_mae_mev:.2f} meV, force MAE "
+                     f"{extra_metrics.force_mae_mev_per_ang:.1f} meV/Å, largest force error "
+                     f"{extra_metrics.force_max_error_mev_per_ang:.0f} meV/Å"
+                     if extra_metrics.energy_mae_mev is not None else "") + "."]
     lines.append("")
     if notes:
         lines += ["## Notes", notes.strip(), ""]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.dataset import DatasetSplit, HamiltonianDataset
 from ase_phisnet.electronic import (
     charge_center_bohr,
     dipole_moment_e_bohr,
@@ -88,6 +88,23 @@ class MatrixData:
                                   else {k: function(v) for k, v in value.items()}
                                   if isinstance(value, dict) else function(value))
         return MatrixData(atomic_numbers, **values)
+
+
+def concatenate(parts: list[MatrixData]) -> MatrixData:
+    """The geometries of several :class:`MatrixData` of one molecule, in order."""
+    first = parts[0]
+    if any(not torch.equal(p.atomic_numbers, first.atomic_numbers) for p in parts):
+        raise ValueError("only data of one molecule (same atoms in the same order) can be joined")
+    if len(parts) == 1:
+        return first
+    values = {}
+    for field in fields(first)[1:]:  # all but atomic_numbers
+        items = [getattr(p, field.name) for p in parts]
+        if isinstance(items[0], dict):
+            values[field.name] = {k: torch.cat([item[k] for item in items]) for k in items[0]}
+        else:
+            values[field.name] = None if items[0] is None else torch.cat(items)
+    return MatrixData(first.atomic_numbers, **values)
 
 
 _RECORD_FIELD = {"hamiltonian": "hamiltonian_eh", "overlap": "overlap",
@@ -312,16 +329,28 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     torch.manual_seed(config.seed)
 
     dataset = HamiltonianDataset(config.dataset)
-    split = dataset.split(config.split.seed, config.split.n_train, config.split.n_validation,
-                          config.split.n_test, over_plan=config.split.over_plan)
+    split = _split(dataset, config.split)
     model = _build_model(config, dataset, dtype)
     _check_orbital_terms(config, model)
     names = list(model.config.matrices)
     dipoles = config.loss.dipole > 0
     n_virtual = config.loss.virtual_orbitals
-    train_data = load_matrix_data(dataset, split.train, names, dipoles, n_virtual)
-    valid_data = load_matrix_data(dataset, split.validation, names, dipoles, n_virtual)
+    train_parts = [load_matrix_data(dataset, split.train, names, dipoles, n_virtual)]
+    valid_parts = [load_matrix_data(dataset, split.validation, names, dipoles, n_virtual)]
     dataset.close()  # all in memory now; the generator may still be appending to the file
+    extra_splits = []
+    for extra in config.extra_data:
+        extra_dataset = _matching_dataset(extra.dataset, dataset)
+        extra_split = _split(extra_dataset, extra.split)
+        train_parts.append(load_matrix_data(extra_dataset, extra_split.train, names, dipoles,
+                                            n_virtual))
+        valid_parts.append(load_matrix_data(extra_dataset, extra_split.validation, names,
+                                            dipoles, n_virtual))
+        extra_splits.append((extra, extra_dataset, extra_split))
+        extra_dataset.close()
+    train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
+    logger.info("%d training and %d validation geometries from %d file(s)", len(train_data),
+                len(valid_data), len(train_parts))
     scales = loss_scales(model, train_data)
     shortest_distance = min_distance_bohr(train_data.positions_bohr)
     if not config.init_from:
@@ -412,7 +441,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             if improved:
                 save_model(ema.module, os.path.join(config.output_dir, BEST_MODEL),
                            extra=_training_metadata(config, dataset, state, split,
-                                                    shortest_distance))
+                                                    shortest_distance, extra_splits))
             _save_checkpoint(checkpoint_path, config, model, ema, optimizer, scheduler,
                              generator, state)
             logger.info("epoch %d: %s", state["epoch"], json.dumps(record))
@@ -489,24 +518,43 @@ def min_distance_bohr(positions_bohr: torch.Tensor) -> float:
 
 
 def _training_metadata(config: TrainConfig, dataset, state: dict, split,
-                       min_distance: float) -> dict:
+                       min_distance: float, extra_splits=()) -> dict:
     return {"training": {
         "min_distance_bohr": min_distance,
         "dataset": os.path.abspath(config.dataset),
         "theory": dataset.metadata.theory.to_dict(),
-        "split": _split_record(config, dataset, split),
+        "split": _split_record(config.split, dataset, split),
+        "extra_data": [{"dataset": os.path.abspath(extra.dataset),
+                        "split": _split_record(extra.split, extra_dataset, extra_split)}
+                       for extra, extra_dataset, extra_split in extra_splits],
         "epoch": state["epoch"], "validation_loss": state["best_loss"],
         "train_time_s": round(state["train_time_s"], 1),
         "config": config.to_dict(),
     }}
 
 
-def _split_record(config: TrainConfig, dataset, split) -> dict:
+def _split(dataset: HamiltonianDataset, sizes) -> DatasetSplit:
+    """``dataset``'s split by a :class:`~ase_phisnet.training_config.SplitConfig`."""
+    return dataset.split(sizes.seed, sizes.n_train, sizes.n_validation, sizes.n_test,
+                         over_plan=sizes.over_plan)
+
+
+def _matching_dataset(path, main: HamiltonianDataset) -> HamiltonianDataset:
+    """Open an ``extra_data`` file; it must hold the main file's molecule at its theory."""
+    dataset = HamiltonianDataset(path)
+    if dataset.metadata.theory != main.metadata.theory:
+        raise ValueError(f"{path}: theory {dataset.metadata.theory} differs from "
+                         f"{main.path}'s {main.metadata.theory}")
+    if len(dataset) and not np.array_equal(dataset[0].atomic_numbers, main[0].atomic_numbers):
+        raise ValueError(f"{path}: not the molecule of {main.path} (atoms or their order differ)")
+    return dataset
+
+
+def _split_record(sizes, dataset, split) -> dict:
     """What reproduces ``split`` from the data file (``HamiltonianDataset.split``'s arguments)."""
-    if not config.split.over_plan:
-        return {"seed": config.split.seed, "n_train": len(split.train),
+    if not sizes.over_plan:
+        return {"seed": sizes.seed, "n_train": len(split.train),
                 "n_validation": len(split.validation), "n_test": len(split.test)}
-    sizes = config.split
     n_test = sizes.n_test if sizes.n_test is not None else (
         dataset.metadata.n_planned - sizes.n_train - sizes.n_validation)
     return {"seed": sizes.seed, "n_train": sizes.n_train, "n_validation": sizes.n_validation,

@@ -5,6 +5,7 @@ Example (``configs/water_example.yaml`` in the repository documents every key)::
     dataset: water.h5
     output_dir: runs/water
     split: {n_train: 800, n_validation: 100, n_test: 100, seed: 0}
+    extra_data: [{dataset: water_hot.h5, split: {n_train: 300, n_validation: 50}}]  # optional
     model: {channels: [32, 16, 16, 8, 8], num_layers: 3, tracegrad: false}
     optim: {optimizer: adamw, learning_rate: 2.0e-3, batch_size: 16, max_epochs: 300}
     loss: {hamiltonian: 1.0, overlap: 1.0, core_hamiltonian: 1.0, orbital_energies: 0.0}
@@ -101,6 +102,24 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
+class ExtraData:
+    """A further data file of the same molecule and theory, e.g. hotter geometries that reach
+    the bond lengths MD visits. Its own split's training and validation parts join the main
+    file's; its test part is left for ``ase-phisnet evaluate``."""
+
+    dataset: str
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    @classmethod
+    def from_dict(cls, values) -> ExtraData:
+        if not isinstance(values, dict) or "dataset" not in values:
+            raise ValueError(f"each extra_data entry needs 'dataset' (and a 'split'), got {values!r}")
+        values = dict(values)
+        values["split"] = from_dict_checked(SplitConfig, values.get("split"), "extra_data.split")
+        return from_dict_checked(cls, values, "extra_data")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``ase-phisnet train`` needs."""
 
@@ -108,6 +127,7 @@ class TrainConfig:
     output_dir: str
     seed: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
+    extra_data: tuple[ExtraData, ...] = ()
     model: dict = field(default_factory=dict)  # ModelConfig fields; basis/elements from data
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -122,6 +142,10 @@ class TrainConfig:
         nested = {"split": SplitConfig, "optim": OptimConfig, "loss": LossWeights}
         for key, kind in nested.items():
             values[key] = from_dict_checked(kind, values.get(key), key)
+        extra = values.get("extra_data") or ()
+        if not isinstance(extra, (list, tuple)):
+            raise ValueError(f"extra_data must be a list of {{dataset, split}}, got {extra!r}")
+        values["extra_data"] = tuple(ExtraData.from_dict(entry) for entry in extra)
         return from_dict_checked(cls, values, "top level")
 
     @classmethod

@@ -108,7 +108,10 @@ def test_default_potential_by_chemical_formula():
 
 def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path):
     """ship_potential evaluates the model on its recorded test split and writes weights,
-    metrics and a card that names the energy model and leaves out the matrices it lacks."""
+    metrics and a card that names the energy model and the pair prior, leaves out the matrices
+    it lacks, and gives the metrics on an extra data file's own test split."""
+    import shutil
+
     from ase_phisnet.dataset import HamiltonianDataset
     from ase_phisnet.evaluate import evaluate_model
     from ase_phisnet.model import load_model, reconfigured, save_model, with_exact_overlap
@@ -116,10 +119,14 @@ def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path
 
     path, data = small_potential("H2O")
     band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
-                        matrices=("hamiltonian",))
+                        matrices=("hamiltonian",), pair_repulsion="zbl")
+    hot = str(tmp_path / "hot.h5")
+    shutil.copy(data, hot)
     with open(path + ".json") as handle:
         training = json.load(handle)["training"]
     training["split"] = {**training["split"], "n_train": 8, "n_validation": 4, "n_test": 4}
+    hot_split = {"seed": 7, "n_train": 10, "n_validation": 3, "n_test": 3}
+    training["extra_data"] = [{"dataset": hot, "split": hot_split}]
     stage = tmp_path / "stage"
     stage.mkdir()
     save_model(band, stage / "best_model.pt", extra={"training": training})
@@ -127,10 +134,18 @@ def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path
     config.write_text(f"dataset: {data}\noutput_dir: {stage}\n")
     metrics = ship_potential(str(stage / "best_model.pt"), data, "water-band", [str(config)],
                              generate_command="ase-phisnet generate ...", hardware="test",
-                             out_dir=str(tmp_path / "out"))
+                             out_dir=str(tmp_path / "out"),
+                             extra_data=[(hot, "ase-phisnet generate --temperature 900")])
     card = (tmp_path / "out" / "water-band.md").read_text()
     assert "'band_structure' energy model" in card and "overlap from PySCF's integrals" in card
     assert "core H MAE" not in card and "| S | exact, from the integrals |" in card
+    assert "pair repulsion prior: ZBL" in card
+    assert "`ase-phisnet generate --temperature 900`" in card
+    assert "On the test split of `data/hot.h5` (3 geometries" in card
+    with open(tmp_path / "out" / "water-band.pt.json") as handle:
+        shipped = json.load(handle)
+    assert shipped["training"]["extra_data"] == [{"dataset": "hot.h5", "split": hot_split}]
+    assert shipped["extra_metrics"]["hot.h5"]["n_geometries"] == 3
     from ase_phisnet.evaluate import trained_test_split
 
     dataset = HamiltonianDataset(data)

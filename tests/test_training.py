@@ -135,6 +135,34 @@ def test_train_and_evaluate_commands(water_file, tmp_path, capsys):
     assert metrics["n_geometries"] == 2 and metrics["hamiltonian_mae_ueh"] > 0
 
 
+def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file, tmp_path,
+                                                                     caplog):
+    """A second file's training and validation parts join the main file's; its own test part
+    is what ``evaluate`` takes on that file, the main one on the main file."""
+    import shutil
+
+    from ase_phisnet.evaluate import trained_test_split
+
+    hot = tmp_path / "water_hot.h5"
+    shutil.copy(water_file, hot)
+    config = TrainConfig.from_dict({
+        **tiny_config(water_file, tmp_path / "run", max_epochs=1).to_dict(),
+        "extra_data": [{"dataset": str(hot), "split": {"n_train": 3, "n_validation": 1,
+                                                       "n_test": 2, "seed": 5}}],
+    })
+    with caplog.at_level("INFO", logger="ase_phisnet"):
+        result = train(config, progress=False)
+    assert "7 training and 3 validation geometries from 2 file(s)" in caplog.text
+    meta = json.loads(Path(result.best_model_path + ".json").read_text())
+    assert meta["training"]["extra_data"][0]["split"] == {
+        "seed": 5, "n_train": 3, "n_validation": 1, "n_test": 2}
+    hot_dataset, main_dataset = HamiltonianDataset(hot), HamiltonianDataset(water_file)
+    np.testing.assert_array_equal(trained_test_split(meta, hot_dataset),
+                                  hot_dataset.split(5, 3, 1, 2).test)
+    np.testing.assert_array_equal(trained_test_split(meta, main_dataset),
+                                  main_dataset.split(1, 4, 2, 2).test)
+
+
 @pytest.mark.parametrize(
     "values,message",
     [
@@ -143,6 +171,8 @@ def test_train_and_evaluate_commands(water_file, tmp_path, capsys):
         ({"optim": {"learing_rate": 1.0}}, "unknown keys in 'optim'"),
         ({"loss": {"hamiltonian": -1.0}}, "loss weights"),
         ({"loss": {"virtual_orbitals": 1.5}}, "virtual_orbitals must be a whole number"),
+        ({"extra_data": [{"split": {"n_train": 3}}]}, "needs 'dataset'"),
+        ({"extra_data": [{"dataset": "y.h5", "spilt": {}}]}, "unknown keys in 'extra_data'"),
     ],
 )
 def test_training_config_validates(values, message):
