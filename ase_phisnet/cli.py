@@ -55,6 +55,11 @@ def _add_generate(subparsers) -> None:
         "--dask-scheduler", default=None,
         help="address of a Dask scheduler; its executor runs the PySCF jobs instead",
     )
+    parser.add_argument(
+        "--bond-stretch", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+        help="scale one bond per geometry by a factor drawn uniformly from [LOW, HIGH] "
+        "(e.g. 0.85 1.45), so the data reach the walls that MD may visit",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=_run_generate)
 
@@ -72,6 +77,7 @@ def _run_generate(args) -> int:
         kind=args.sampler, temperatures_k=tuple(args.temperature), seed=args.seed,
         calculator=args.sampling_calculator, timestep_fs=args.timestep, stride=args.stride,
         equilibration_steps=args.equilibration_steps, quantum=args.quantum,
+        bond_stretch=tuple(args.bond_stretch) if args.bond_stretch else None,
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")

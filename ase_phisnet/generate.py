@@ -63,6 +63,10 @@ def _limit_threads(n_threads: int) -> None:
 def _sampler_recipe(config: SamplerConfig) -> dict:
     recipe = dataclasses.asdict(config)
     recipe["temperatures_k"] = list(recipe["temperatures_k"])
+    if config.bond_stretch is None:
+        del recipe["bond_stretch"]  # thermal data; files from before the option match
+    else:
+        recipe["bond_stretch"] = list(config.bond_stretch)
     if config.calculator == "auto":
         recipe["calculator"] = "gfn2" if tblite_available() else "pyscf"
     return recipe

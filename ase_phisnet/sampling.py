@@ -11,6 +11,12 @@ otherwise a cheap PySCF level):
   the mass-weighted Hessian), or its quantum version with ``k_B T`` replaced by
   ``(hbar omega_k / 2) coth(hbar omega_k / 2 k_B T)`` (zero-point spread included).
 
+Either can then stretch or compress one bond per geometry (``bond_stretch``): thermal sampling
+of a stiff bond at any sensible temperature stays within ~0.15 Å of its equilibrium length, but
+a learned potential is asked about longer and shorter bonds as soon as its own errors heat a
+bond in MD. Data that reach there teach it the walls (the same reason DFTB fits its repulsive
+energy along bond scans).
+
 Positions returned here are in Å (ASE's unit); callers convert to Bohr.
 """
 
@@ -46,6 +52,10 @@ class SamplerConfig:
         equilibration_steps: Langevin steps discarded before the first snapshot.
         stride: Langevin steps between snapshots.
         quantum: Normal-mode sampling with zero-point spread (quantum harmonic oscillator).
+        bond_stretch: ``(low, high)``: in every geometry, one bond of the molecule (drawn
+            uniformly from its covalent bonds) is scaled to ``U(low, high)`` times its sampled
+            length by moving the fragment on one side of it (:func:`stretch_one_bond`); ``None``
+            leaves the geometries thermal.
     """
 
     kind: SamplerKind = "langevin"
@@ -57,9 +67,16 @@ class SamplerConfig:
     equilibration_steps: int = 400
     stride: int = 20
     quantum: bool = False
+    bond_stretch: tuple[float, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
+        if self.bond_stretch is not None:
+            object.__setattr__(self, "bond_stretch", tuple(float(f) for f in self.bond_stretch))
+            if (len(self.bond_stretch) != 2 or not 0 < self.bond_stretch[0]
+                    <= self.bond_stretch[1]):
+                raise ValueError(f"bond_stretch must be (low, high) with 0 < low <= high, got "
+                                 f"{self.bond_stretch}")
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"unknown sampler {self.kind!r}; choose one of {SAMPLER_KINDS}")
         if self.calculator not in CHEAP_CALCULATOR_KINDS:
@@ -146,7 +163,61 @@ def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True
             chunks.append(
                 sample_normal_modes(atoms, calculator, int(count), temperature, rng, config)
             )
-    return np.concatenate(chunks)
+    geometries = np.concatenate(chunks)
+    if config.bond_stretch is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(counts)]))
+        geometries = np.stack([stretch_one_bond(atoms, g, config.bond_stretch, rng)
+                               for g in geometries])
+    return geometries
+
+
+def covalent_bonds(atoms: Atoms, factor: float = 1.2) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, closer than ``factor`` times their covalent radii sum."""
+    from ase.data import covalent_radii
+
+    radii = covalent_radii[atoms.numbers]
+    distances = atoms.get_all_distances()
+    return [(i, j) for i in range(len(atoms)) for j in range(i + 1, len(atoms))
+            if distances[i, j] < factor * (radii[i] + radii[j])]
+
+
+def stretch_one_bond(atoms: Atoms, positions: np.ndarray, factor_range, rng) -> np.ndarray:
+    """``positions`` (N, 3) Å with one bond of ``atoms`` (drawn by ``rng``) scaled by a factor
+    drawn uniformly from ``factor_range``.
+
+    The fragment on the far side of the bond (the connected part of the bond graph that holds
+    ``j`` once the bond ``i-j`` is cut) moves rigidly along the bond, so no other bond changes
+    length; for a bond in a ring, ``i`` and ``j`` move apart symmetrically instead.
+    """
+    bonds = covalent_bonds(atoms)
+    if not bonds:
+        raise ValueError("bond_stretch needs a molecule with at least one covalent bond")
+    i, j = bonds[rng.integers(len(bonds))]
+    factor = rng.uniform(*factor_range)
+    axis = positions[j] - positions[i]
+    shift = (factor - 1.0) * axis
+    moved = positions.copy()
+    side = _fragment(len(atoms), [b for b in bonds if b != (i, j)], j)
+    if i in side:  # a ring: both ends move
+        moved[i] -= 0.5 * shift
+        moved[j] += 0.5 * shift
+    else:
+        moved[sorted(side)] += shift
+    return moved
+
+
+def _fragment(n_atoms: int, bonds, start: int) -> set[int]:
+    """Atoms connected to ``start`` through ``bonds``."""
+    neighbours = {k: set() for k in range(n_atoms)}
+    for a, b in bonds:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    seen, stack = {start}, [start]
+    while stack:
+        for other in neighbours[stack.pop()] - seen:
+            seen.add(other)
+            stack.append(other)
+    return seen
 
 
 def sample_temperatures(n: int, config: SamplerConfig) -> np.ndarray:

@@ -351,7 +351,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
     logger.info("%d training and %d validation geometries from %d file(s)", len(train_data),
                 len(valid_data), len(train_parts))
-    scales = loss_scales(model, train_data)
+    # The main file sets the loss scales: extra files (hot, stretched bonds) would widen the
+    # spreads and so weaken every term on the geometries the model is for.
+    scales = loss_scales(model, train_parts[0])
     shortest_distance = min_distance_bohr(train_data.positions_bohr)
     if not config.init_from:
         fit_onsite_offsets(model, train_data)

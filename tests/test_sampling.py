@@ -102,3 +102,42 @@ def test_unknown_molecule_is_a_clear_error(tmp_path):
 def test_sampler_config_validates(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplerConfig(**kwargs)
+
+
+def test_stretch_one_bond_changes_that_bond_alone():
+    """Ethanol: the drawn bond gets its factor; every other covalent bond keeps its length
+    (the far fragment moves rigidly). Benzene (a ring bond): both ends move, symmetric."""
+    from ase.build import molecule
+
+    from ase_phisnet.sampling import covalent_bonds, stretch_one_bond
+
+    for name in ("CH3CH2OH", "C6H6"):
+        atoms = molecule(name)
+        bonds = covalent_bonds(atoms)
+        assert len(bonds) == {"CH3CH2OH": 8, "C6H6": 12}[name]
+        before = atoms.get_all_distances()
+        rng = np.random.default_rng(0)
+        changed = set()
+        for _ in range(20):
+            moved = stretch_one_bond(atoms, atoms.positions, (0.8, 1.5), rng)
+            after = np.linalg.norm(moved[:, None] - moved[None], axis=-1)
+            ratios = np.array([after[i, j] / before[i, j] for i, j in bonds])
+            stretched = np.flatnonzero(np.abs(ratios - 1) > 1e-9)
+            if name == "CH3CH2OH":
+                assert len(stretched) == 1  # rigid fragment: no other bond moves
+                changed.add(bonds[stretched[0]])
+                assert 0.8 <= ratios[stretched[0]] <= 1.5
+            else:  # a ring C-C bond moves both ends about its midpoint; a C-H bond the H
+                moved_atoms = np.flatnonzero(np.abs(moved - atoms.positions).sum(1) > 0)
+                i, j = moved_atoms if len(moved_atoms) == 2 else (None, None)
+                if i is not None and atoms.numbers[i] == atoms.numbers[j] == 6:
+                    np.testing.assert_allclose(moved[[i, j]].mean(0),
+                                               atoms.positions[[i, j]].mean(0), atol=1e-12)
+                assert 1 <= len(moved_atoms) <= 2
+        if name == "CH3CH2OH":
+            assert len(changed) >= 6  # the bond is drawn at random
+
+
+def test_bond_stretch_is_validated():
+    with pytest.raises(ValueError, match="bond_stretch"):
+        SamplerConfig(bond_stretch=(1.2, 0.9))
