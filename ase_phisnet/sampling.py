@@ -192,12 +192,19 @@ def stretch_one_bond(atoms: Atoms, positions: np.ndarray, factor_range, rng) -> 
     bonds = covalent_bonds(atoms)
     if not bonds:
         raise ValueError("bond_stretch needs a molecule with at least one covalent bond")
-    i, j = bonds[rng.integers(len(bonds))]
-    factor = rng.uniform(*factor_range)
-    axis = positions[j] - positions[i]
-    shift = (factor - 1.0) * axis
+    bond = bonds[rng.integers(len(bonds))]
+    return scale_bond(atoms, positions, bond, rng.uniform(*factor_range))
+
+
+def scale_bond(atoms: Atoms, positions: np.ndarray, bond: tuple[int, int],
+               factor: float) -> np.ndarray:
+    """``positions`` (N, 3) Å with the bond ``(i, j)`` of ``atoms`` scaled by ``factor``: the
+    fragment holding ``j`` once the bond is cut moves rigidly along it (for a ring bond, ``i``
+    and ``j`` move apart symmetrically)."""
+    i, j = bond
+    shift = (factor - 1.0) * (positions[j] - positions[i])
     moved = positions.copy()
-    side = _fragment(len(atoms), [b for b in bonds if b != (i, j)], j)
+    side = _fragment(len(atoms), [b for b in covalent_bonds(atoms) if b != (i, j)], j)
     if i in side:  # a ring: both ends move
         moved[i] -= 0.5 * shift
         moved[j] += 0.5 * shift
