@@ -60,6 +60,11 @@ def _add_generate(subparsers) -> None:
         help="scale one bond per geometry by a factor drawn uniformly from [LOW, HIGH] "
         "(e.g. 0.85 1.45), so the data reach the walls that MD may visit",
     )
+    parser.add_argument(
+        "--rattle", type=float, default=0.0, metavar="SIGMA",
+        help="add Gaussian displacements of SIGMA Å to every coordinate (e.g. 0.1), so the "
+        "data reach the bent and stretched geometries that MD may visit",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=_run_generate)
 
@@ -78,6 +83,7 @@ def _run_generate(args) -> int:
         calculator=args.sampling_calculator, timestep_fs=args.timestep, stride=args.stride,
         equilibration_steps=args.equilibration_steps, quantum=args.quantum,
         bond_stretch=tuple(args.bond_stretch) if args.bond_stretch else None,
+        rattle_ang=args.rattle,
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")

@@ -63,10 +63,13 @@ def _limit_threads(n_threads: int) -> None:
 def _sampler_recipe(config: SamplerConfig) -> dict:
     recipe = dataclasses.asdict(config)
     recipe["temperatures_k"] = list(recipe["temperatures_k"])
+    # Options left at "off" stay out of the recipe, so files from before they existed match.
     if config.bond_stretch is None:
-        del recipe["bond_stretch"]  # thermal data; files from before the option match
+        del recipe["bond_stretch"]
     else:
         recipe["bond_stretch"] = list(config.bond_stretch)
+    if config.rattle_ang == 0:
+        del recipe["rattle_ang"]
     if config.calculator == "auto":
         recipe["calculator"] = "gfn2" if tblite_available() else "pyscf"
     return recipe

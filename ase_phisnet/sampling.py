@@ -11,11 +11,12 @@ otherwise a cheap PySCF level):
   the mass-weighted Hessian), or its quantum version with ``k_B T`` replaced by
   ``(hbar omega_k / 2) coth(hbar omega_k / 2 k_B T)`` (zero-point spread included).
 
-Either can then stretch or compress one bond per geometry (``bond_stretch``): thermal sampling
-of a stiff bond at any sensible temperature stays within ~0.15 Å of its equilibrium length, but
-a learned potential is asked about longer and shorter bonds as soon as its own errors heat a
-bond in MD. Data that reach there teach it the walls (the same reason DFTB fits its repulsive
-energy along bond scans).
+Either can then stretch or compress one bond per geometry (``bond_stretch``) and displace every
+atom by Gaussian noise (``rattle_ang``): thermal sampling of a stiff bond or angle at any sensible
+temperature stays close to equilibrium, but a learned potential is asked about longer and shorter
+bonds and wider and narrower angles as soon as its own errors heat a mode in MD. Data that reach
+there teach it the walls (the same reason DFTB fits its repulsive energy along bond scans, and
+rattled structures enter many machine-learned potentials' training sets).
 
 Positions returned here are in Å (ASE's unit); callers convert to Bohr.
 """
@@ -56,6 +57,8 @@ class SamplerConfig:
             uniformly from its covalent bonds) is scaled to ``U(low, high)`` times its sampled
             length by moving the fragment on one side of it (:func:`stretch_one_bond`); ``None``
             leaves the geometries thermal.
+        rattle_ang: Standard deviation (Å) of independent Gaussian displacements of every
+            Cartesian coordinate, added last; ``0`` adds none.
     """
 
     kind: SamplerKind = "langevin"
@@ -68,6 +71,7 @@ class SamplerConfig:
     stride: int = 20
     quantum: bool = False
     bond_stretch: tuple[float, float] | None = None
+    rattle_ang: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
@@ -77,6 +81,8 @@ class SamplerConfig:
                     <= self.bond_stretch[1]):
                 raise ValueError(f"bond_stretch must be (low, high) with 0 < low <= high, got "
                                  f"{self.bond_stretch}")
+        if self.rattle_ang < 0:
+            raise ValueError(f"rattle_ang must be >= 0, got {self.rattle_ang}")
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"unknown sampler {self.kind!r}; choose one of {SAMPLER_KINDS}")
         if self.calculator not in CHEAP_CALCULATOR_KINDS:
@@ -168,6 +174,9 @@ def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(counts)]))
         geometries = np.stack([stretch_one_bond(atoms, g, config.bond_stretch, rng)
                                for g in geometries])
+    if config.rattle_ang > 0:
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(counts) + 1]))
+        geometries = geometries + rng.normal(scale=config.rattle_ang, size=geometries.shape)
     return geometries
 
 

@@ -348,6 +348,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                                             dipoles, n_virtual))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
+    dataset.close()  # _matching_dataset read its first record
     train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
     logger.info("%d training and %d validation geometries from %d file(s)", len(train_data),
                 len(valid_data), len(train_parts))

@@ -138,6 +138,28 @@ def test_stretch_one_bond_changes_that_bond_alone():
             assert len(changed) >= 6  # the bond is drawn at random
 
 
-def test_bond_stretch_is_validated():
+def test_rattle_and_bond_stretch_add_to_the_thermal_geometries():
+    """At 1 mK normal-mode geometries sit at the minimum: what is left is the rattle, of the
+    asked standard deviation, and one scaled bond per geometry; both reproducible by seed."""
+    water = molecule("H2O")
+    calculator = "gfn2" if tblite_available() else "pyscf"
+    base = SamplerConfig(kind="normal-modes", temperatures_k=(1e-3,), seed=0,
+                         calculator=calculator)
+    cold = sample_geometries(water, 300, base, progress=False)
+    rattled = sample_geometries(water, 300, SamplerConfig(**{**base.__dict__,
+                                                              "rattle_ang": 0.1}),
+                                progress=False)
+    assert (rattled - cold).std() == pytest.approx(0.1, rel=0.05)
+    stretched = sample_geometries(water, 20, SamplerConfig(**{**base.__dict__,
+                                                               "bond_stretch": (1.3, 1.4)}),
+                                  progress=False)
+    ratios = _oh_distances(stretched) / _oh_distances(cold[:20])
+    longest, shortest = ratios.max(axis=1), ratios.min(axis=1)
+    assert np.all((longest > 1.29) & (longest < 1.41)) and np.allclose(shortest, 1, atol=1e-3)
+
+
+def test_bond_stretch_and_rattle_are_validated():
     with pytest.raises(ValueError, match="bond_stretch"):
         SamplerConfig(bond_stretch=(1.2, 0.9))
+    with pytest.raises(ValueError, match="rattle_ang"):
+        SamplerConfig(rattle_ang=-0.1)
