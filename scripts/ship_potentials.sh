@@ -2,7 +2,7 @@
 # Package trained potentials into potentials/ with model cards and test-split metrics.
 #
 #   bash scripts/ship_potentials.sh water     # water-pbe-def2svp (stages 1-3) and -orbitals (stage 1)
-#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (1, 1b, 1c, 2-4_band), -orbitals (1, 1b, 1c)
+#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (1, 1b, 1c, 2-6_band), -orbitals (1, 1b, 1c)
 #   bash scripts/ship_potentials.sh ethanol orbitals   # only the -orbitals one
 #
 # Needs the molecule's data set (README, "Shipped potentials") and its training stages run with
@@ -19,7 +19,20 @@ from ase_phisnet.potentials import ship_potential
 FORMULA = {"water": "H2O", "ethanol": "CH3CH2OH"}
 #: Training stages in order: the matrices-only ones (the -orbitals potential), then end to end.
 MATRIX_STAGES = {"water": ["stage1"], "ethanol": ["stage1", "stage1b", "stage1c"]}
-ENERGY_STAGES = {"water": ["stage2", "stage3"], "ethanol": ["stage2_band", "stage3_band", "stage4_band"]}
+ENERGY_STAGES = {"water": ["stage2", "stage3"],
+                 "ethanol": ["stage2_band", "stage3_band", "stage4_band", "stage5_band_zbl",
+                             "stage6_band_zbl"]}
+#: Further data files the last energy stage trained on (its config's extra_data), with the
+#: commands that make them.
+_GENERATE = "ase-phisnet generate --molecule CH3CH2OH --xc pbe --basis def2-svp --workers 2 "
+EXTRA_DATA = {"water": [], "ethanol": [
+    ("data/ethanol_pbe_def2svp_stretched.h5", _GENERATE + "--n 250 --temperature 300 500 "
+     "--bond-stretch 0.85 1.5 --seed 2 --out data/ethanol_pbe_def2svp_stretched.h5"),
+    ("data/ethanol_pbe_def2svp_hot.h5", _GENERATE + "--n 400 --temperature 800 1000 --seed 1 "
+     "--out data/ethanol_pbe_def2svp_hot.h5"),
+    ("data/ethanol_pbe_def2svp_rattled.h5", _GENERATE + "--n 200 --temperature 300 500 "
+     "--rattle 0.1 --seed 3 --out data/ethanol_pbe_def2svp_rattled.h5"),
+]}
 #: Molecules whose orbitals potential takes S from the integrals (its learned S was indefinite
 #: at some geometries; configs/ethanol_pbe_def2svp_stage1b.yaml).
 EXACT_OVERLAP = {"ethanol"}
@@ -56,5 +69,7 @@ for name, stages, notes in (
         model_path = exact_overlap_copy(model_path)
     print(ship_potential(model_path, name=name,
                          stage_configs=[f"configs/{stem}_{stage}.yaml" for stage in stages],
-                         notes=open(f"configs/{stem}_{notes}.md").read(), **common))
+                         notes=open(f"configs/{stem}_{notes}.md").read(),
+                         extra_data=[] if name.endswith("-orbitals") else EXTRA_DATA[molecule],
+                         **common))
 PY
