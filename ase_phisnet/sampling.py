@@ -191,13 +191,8 @@ def covalent_bonds(atoms: Atoms, factor: float = 1.2) -> list[tuple[int, int]]:
 
 
 def stretch_one_bond(atoms: Atoms, positions: np.ndarray, factor_range, rng) -> np.ndarray:
-    """``positions`` (N, 3) Å with one bond of ``atoms`` (drawn by ``rng``) scaled by a factor
-    drawn uniformly from ``factor_range``.
-
-    The fragment on the far side of the bond (the connected part of the bond graph that holds
-    ``j`` once the bond ``i-j`` is cut) moves rigidly along the bond, so no other bond changes
-    length; for a bond in a ring, ``i`` and ``j`` move apart symmetrically instead.
-    """
+    """``positions`` (N, 3) Å with one covalent bond of ``atoms`` (drawn by ``rng``) scaled by
+    a factor drawn uniformly from ``factor_range``, as :func:`scale_bond` does it."""
     bonds = covalent_bonds(atoms)
     if not bonds:
         raise ValueError("bond_stretch needs a molecule with at least one covalent bond")
@@ -207,9 +202,12 @@ def stretch_one_bond(atoms: Atoms, positions: np.ndarray, factor_range, rng) -> 
 
 def scale_bond(atoms: Atoms, positions: np.ndarray, bond: tuple[int, int],
                factor: float) -> np.ndarray:
-    """``positions`` (N, 3) Å with the bond ``(i, j)`` of ``atoms`` scaled by ``factor``: the
-    fragment holding ``j`` once the bond is cut moves rigidly along it (for a ring bond, ``i``
-    and ``j`` move apart symmetrically)."""
+    """``positions`` (N, 3) Å with the bond ``(i, j)`` of ``atoms`` scaled by ``factor``.
+
+    The fragment on ``j``'s side (the part of the bond graph that holds ``j`` once the bond is
+    cut) moves rigidly along the bond, so no other bond changes length; for a bond in a ring,
+    ``i`` and ``j`` move apart symmetrically instead.
+    """
     i, j = bond
     shift = (factor - 1.0) * (positions[j] - positions[i])
     moved = positions.copy()

@@ -113,7 +113,8 @@ class ExtraData:
     @classmethod
     def from_dict(cls, values) -> ExtraData:
         if not isinstance(values, dict) or "dataset" not in values:
-            raise ValueError(f"each extra_data entry needs 'dataset' (and a 'split'), got {values!r}")
+            raise ValueError(f"each extra_data entry needs 'dataset' (and a 'split'), got "
+                             f"{values!r}")
         values = dict(values)
         values["split"] = from_dict_checked(SplitConfig, values.get("split"), "extra_data.split")
         return from_dict_checked(cls, values, "extra_data")

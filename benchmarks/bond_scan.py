@@ -46,9 +46,10 @@ def model_energy_ev(model, atoms, positions) -> float:
     z = torch.tensor(atoms.numbers)
     with torch.no_grad():
         try:
-            return float(predict_energy(model, z, torch.tensor(positions / Bohr)).energy_eh) * Hartree
+            energy_eh = predict_energy(model, z, torch.tensor(positions / Bohr)).energy_eh
         except PhiSNetError:
             return float("nan")
+    return float(energy_eh) * Hartree
 
 
 def main():
