@@ -36,7 +36,7 @@ from ase_phisnet.layers import (
     equivariant_linear,
     smooth_cutoff,
 )
-from ase_phisnet.repulsion import PAIR_REPULSIONS, zbl_repulsion_eh
+from ase_phisnet.repulsion import PAIR_REPULSIONS, zbl_pair_energy_eh
 
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 1
@@ -305,8 +305,10 @@ class PhiSNet(nn.Module):
         scalars = x[..., : self.config.channels[0]]  # the 0e channels come first
         correction = (self.energy_mlp(scalars).squeeze(-1)
                       + self.element_energy_eh[species]).sum(-1)
-        if self.config.pair_repulsion == "zbl":
-            correction = correction + zbl_repulsion_eh(atomic_numbers, positions)
+        if self.config.pair_repulsion == "zbl":  # every pair twice in the (i, j), (j, i) list
+            z = molecule["numbers"]
+            correction = correction + 0.5 * zbl_pair_energy_eh(
+                z[pair_src], z[pair_dst], distances).sum(-1)
         outputs["energy_correction_eh"] = correction
         return {k: v.squeeze(0) for k, v in outputs.items()} if single else outputs
 
@@ -324,7 +326,8 @@ class PhiSNet(nn.Module):
             assembly = build_assembly(key[0], species.cpu().numpy(), src.numpy(), dst.numpy(),
                                       list(self.heads.values()), self.template, device=device)
             self._assembly_cache[key] = {"species": species, "src": src.to(device),
-                                         "dst": dst.to(device), "assembly": assembly}
+                                         "dst": dst.to(device), "assembly": assembly,
+                                         "numbers": atomic_numbers.to(device)}
         return self._assembly_cache[key]
 
     def _integrals(self, atomic_numbers: torch.Tensor):

@@ -37,6 +37,7 @@ PAIR_REPULSIONS = ("none", "zbl")
 _ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
 _ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
 _ZBL_SCREENING_BOHR = 0.88534  # (9 pi^2 / 128)^(1/3) a_0
+_COVALENT_RADII_BOHR = torch.as_tensor(covalent_radii / Bohr)
 
 
 def zbl_screening(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ def pair_switch(u: torch.Tensor) -> torch.Tensor:
 
 def covalent_radius_sum_bohr(z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
     """``r_c``: sum of the two atoms' covalent radii (ASE's table), Bohr."""
-    radii = torch.as_tensor(covalent_radii / Bohr, device=z_i.device)
+    radii = _COVALENT_RADII_BOHR.to(z_i.device)
     return radii[z_i] + radii[z_j]
 
 

@@ -348,7 +348,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                                             dipoles, n_virtual))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
-    dataset.close()  # _matching_dataset read its first record
     train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
     logger.info("%d training and %d validation geometries from %d file(s)", len(train_data),
                 len(valid_data), len(train_parts))
@@ -543,13 +542,12 @@ def _split(dataset: HamiltonianDataset, sizes) -> DatasetSplit:
 
 
 def _matching_dataset(path, main: HamiltonianDataset) -> HamiltonianDataset:
-    """Open an ``extra_data`` file; it must hold the main file's molecule at its theory."""
+    """Open an ``extra_data`` file; it must be at the main file's theory (that it holds the
+    same molecule, :func:`concatenate` checks)."""
     dataset = HamiltonianDataset(path)
     if dataset.metadata.theory != main.metadata.theory:
         raise ValueError(f"{path}: theory {dataset.metadata.theory} differs from "
                          f"{main.path}'s {main.metadata.theory}")
-    if len(dataset) and not np.array_equal(dataset[0].atomic_numbers, main[0].atomic_numbers):
-        raise ValueError(f"{path}: not the molecule of {main.path} (atoms or their order differ)")
     return dataset
 
 
