@@ -39,7 +39,12 @@ def _add_generate(subparsers) -> None:
         "--temperature", type=float, nargs="+", default=[300.0],
         help="sampling temperature(s) in K; geometries are split evenly (default: 300)",
     )
-    parser.add_argument("--sampler", choices=["langevin", "normal-modes"], default="langevin")
+    parser.add_argument("--sampler", choices=["langevin", "normal-modes", "file"],
+                        default="langevin",
+                        help="'file': take the geometries from --geometries (default: langevin)")
+    parser.add_argument("--geometries", default=None, metavar="FILE",
+                        help="structure file (any ASE format, all frames) for --sampler file, "
+                        "e.g. the frames 'ase-phisnet explore' wrote")
     parser.add_argument(
         "--sampling-calculator", choices=["auto", "gfn2", "pyscf"], default="auto",
         help="cheap calculator for sampling: GFN2-xTB (tblite) if installed, else HF/STO-3G",
@@ -83,7 +88,7 @@ def _run_generate(args) -> int:
         calculator=args.sampling_calculator, timestep_fs=args.timestep, stride=args.stride,
         equilibration_steps=args.equilibration_steps, quantum=args.quantum,
         bond_stretch=tuple(args.bond_stretch) if args.bond_stretch else None,
-        rattle_ang=args.rattle,
+        rattle_ang=args.rattle, geometries_path=args.geometries,
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -259,6 +264,73 @@ def _run_md(args) -> int:
     return 0
 
 
+def _add_explore(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explore", help="find where a potential fails: NVT runs stopped when they leave the data",
+        description="Run short Langevin trajectories with a potential, each stopped when an "
+        "interatomic distance leaves the data's range, the temperature runs away or the "
+        "calculator fails, and write the frames before each stop to a structure file. Label "
+        "them with 'ase-phisnet generate --sampler file --geometries FILE' and train on them.")
+    parser.add_argument("--molecule", required=True, help="ASE name or structure file (start)")
+    parser.add_argument("--model", required=True, help="shipped potential name or model file")
+    parser.add_argument("--data", nargs="+", required=True, metavar="H5",
+                        help="dataset file(s) whose geometries define the trusted distances")
+    parser.add_argument("--out", required=True, help="structure file for the frames (.xyz)")
+    parser.add_argument("--runs", type=int, default=8, help="trajectories (default: 8)")
+    parser.add_argument("--steps", type=int, default=2000, help="most steps per trajectory")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (default: 300)")
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs (default: 0.5)")
+    parser.add_argument("--check-interval", type=int, default=5,
+                        help="steps between checks and kept frames (default: 5)")
+    parser.add_argument("--frames-per-run", type=int, default=10,
+                        help="frames kept from a stopped run, its stop frame last (default: 10)")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="Å a distance may leave the data's range (default: 0.05)")
+    parser.add_argument("--max-temperature-factor", type=float, default=2.0,
+                        help="stop when T exceeds this times --temperature (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first run")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=_run_explore)
+
+
+def _run_explore(args) -> int:
+    import numpy as np
+    from ase.io import write
+
+    from ase_phisnet.calculator import PhiSNetCalculator
+    from ase_phisnet.dataset import HamiltonianDataset
+    from ase_phisnet.explore import ExploreSettings, distance_envelope, explore
+    from ase_phisnet.sampling import resolve_molecule
+
+    settings = ExploreSettings(
+        runs=args.runs, steps=args.steps, temperature_k=args.temperature,
+        timestep_fs=args.timestep, check_interval=args.check_interval,
+        frames_per_run=args.frames_per_run, distance_tolerance_ang=args.tolerance,
+        max_temperature_factor=args.max_temperature_factor, seed=args.seed,
+    )
+    positions = []
+    for path in args.data:
+        dataset = HamiltonianDataset(path)
+        positions.append(dataset.positions_bohr())
+        dataset.close()
+    atoms = resolve_molecule(args.molecule)
+    calculator = PhiSNetCalculator(model=args.model)
+    runs = explore(atoms, calculator, distance_envelope(np.concatenate(positions)), settings,
+                   progress=not args.no_progress)
+    frames = [frame for run in runs for frame in run.frames]
+    print(f"{'seed':>5} {'steps':>6} {'max T/K':>8}  stop")
+    for run in runs:
+        print(f"{run.seed:>5} {run.steps_run:>6} {run.max_temperature_k:>8.0f}  "
+              f"{run.stop_reason} {run.detail}")
+    if frames:
+        write(args.out, frames)
+        print(f"{len(frames)} frames from {sum(bool(r.frames) for r in runs)} stopped runs "
+              f"written to {args.out}")
+    else:
+        print("every run completed inside the data; nothing written")
+    return 0
+
+
 def _add_cube(subparsers) -> None:
     parser = subparsers.add_parser(
         "cube", help="cube files of the predicted density and orbitals",
@@ -309,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_potentials(subparsers)
     _add_md(subparsers)
+    _add_explore(subparsers)
     _add_cube(subparsers)
     return parser
 

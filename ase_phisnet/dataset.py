@@ -277,6 +277,11 @@ class HamiltonianDataset:
         values.update({field: group.attrs[field].item() for field in ReferenceRecord.SCALAR_FIELDS})
         return ReferenceRecord(**values)
 
+    def positions_bohr(self) -> np.ndarray:
+        """Positions (Bohr) of every record, shape ``(len(self), N, 3)``, from the file's plan
+        (no reference arrays read)."""
+        return self._file()["plan"]["positions_bohr"][()][self.indices]
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handle"] = None

@@ -70,6 +70,8 @@ def _sampler_recipe(config: SamplerConfig) -> dict:
         recipe["bond_stretch"] = list(config.bond_stretch)
     if config.rattle_ang == 0:
         del recipe["rattle_ang"]
+    if config.geometries_path is None:
+        del recipe["geometries_path"]
     if config.calculator == "auto":
         recipe["calculator"] = "gfn2" if tblite_available() else "pyscf"
     return recipe

@@ -1,7 +1,7 @@
 """Thermal geometries of a molecule for reference data.
 
-Two samplers, both driven by a cheap calculator (GFN2-xTB through tblite when it is installed,
-otherwise a cheap PySCF level):
+Two samplers driven by a cheap calculator (GFN2-xTB through tblite when it is installed,
+otherwise a cheap PySCF level), and one that reads geometries:
 
 * ``langevin``: ASE Langevin MD at temperature ``T``; after equilibration one snapshot every
   ``stride`` steps.
@@ -10,6 +10,8 @@ otherwise a cheap PySCF level):
   ``q_k ~ N(0, k_B T / lambda_k)`` in mass-weighted coordinates (``lambda_k`` the eigenvalues of
   the mass-weighted Hessian), or its quantum version with ``k_B T`` replaced by
   ``(hbar omega_k / 2) coth(hbar omega_k / 2 k_B T)`` (zero-point spread included).
+* ``file``: the frames of a structure file that ASE reads (e.g. those
+  ``ase-phisnet explore`` found where a model fails), ``n`` of them evenly spaced.
 
 Either can then stretch or compress one bond per geometry (``bond_stretch``) and displace every
 atom by Gaussian noise (``rattle_ang``): thermal sampling of a stiff bond or angle at any sensible
@@ -33,9 +35,9 @@ from ase import Atoms, units
 
 from ase_phisnet.errors import UnknownMoleculeError
 
-SamplerKind = Literal["langevin", "normal-modes"]
+SamplerKind = Literal["langevin", "normal-modes", "file"]
 CheapCalculatorKind = Literal["auto", "gfn2", "pyscf"]
-SAMPLER_KINDS = ("langevin", "normal-modes")
+SAMPLER_KINDS = ("langevin", "normal-modes", "file")
 CHEAP_CALCULATOR_KINDS = ("auto", "gfn2", "pyscf")
 
 
@@ -44,7 +46,7 @@ class SamplerConfig:
     """How geometries are drawn.
 
     Attributes:
-        kind: ``"langevin"`` or ``"normal-modes"``.
+        kind: ``"langevin"``, ``"normal-modes"`` or ``"file"``.
         temperatures_k: One or more temperatures in K; the geometries are split evenly.
         seed: Seed of every random number used (velocities, Langevin noise, mode amplitudes).
         calculator: Cheap calculator: ``"gfn2"`` (tblite), ``"pyscf"`` (HF/STO-3G) or ``"auto"``.
@@ -59,6 +61,8 @@ class SamplerConfig:
             leaves the geometries thermal.
         rattle_ang: Standard deviation (Å) of independent Gaussian displacements of every
             Cartesian coordinate, added last; ``0`` adds none.
+        geometries_path: Structure file read by the ``"file"`` sampler (all its frames; the
+            atoms in the molecule's order).
     """
 
     kind: SamplerKind = "langevin"
@@ -72,6 +76,7 @@ class SamplerConfig:
     quantum: bool = False
     bond_stretch: tuple[float, float] | None = None
     rattle_ang: float = 0.0
+    geometries_path: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
@@ -85,6 +90,8 @@ class SamplerConfig:
             raise ValueError(f"rattle_ang must be >= 0, got {self.rattle_ang}")
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"unknown sampler {self.kind!r}; choose one of {SAMPLER_KINDS}")
+        if (self.kind == "file") != (self.geometries_path is not None):
+            raise ValueError("the 'file' sampler, and only it, needs geometries_path")
         if self.calculator not in CHEAP_CALCULATOR_KINDS:
             raise ValueError(
                 f"unknown sampling calculator {self.calculator!r}; "
@@ -154,6 +161,9 @@ def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     counts = _counts_per_temperature(n, config)
+    if config.kind == "file":
+        return _distort(atoms, read_geometries(atoms, n, config.geometries_path), config,
+                        len(counts))
     calculator = make_cheap_calculator(config.calculator)
     chunks = []
     for index, (temperature, count) in enumerate(zip(config.temperatures_k, counts)):
@@ -169,15 +179,38 @@ def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True
             chunks.append(
                 sample_normal_modes(atoms, calculator, int(count), temperature, rng, config)
             )
-    geometries = np.concatenate(chunks)
+    return _distort(atoms, np.concatenate(chunks), config, len(counts))
+
+
+def _distort(atoms, geometries, config: SamplerConfig, stream: int) -> np.ndarray:
+    """Apply ``bond_stretch`` and ``rattle_ang`` (random streams numbered from ``stream``)."""
     if config.bond_stretch is not None:
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(counts)]))
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, stream]))
         geometries = np.stack([stretch_one_bond(atoms, g, config.bond_stretch, rng)
                                for g in geometries])
     if config.rattle_ang > 0:
-        rng = np.random.default_rng(np.random.SeedSequence([config.seed, len(counts) + 1]))
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, stream + 1]))
         geometries = geometries + rng.normal(scale=config.rattle_ang, size=geometries.shape)
     return geometries
+
+
+def read_geometries(atoms: Atoms, n: int, path) -> np.ndarray:
+    """``n`` evenly spaced frames (first and last included) of the structure file ``path`` as
+    an array (n, N, 3) in Å; every frame must hold ``atoms``' elements in the same order."""
+    from ase.io import read
+
+    try:
+        frames = read(path, index=":")
+    except Exception as error:
+        raise UnknownMoleculeError(f"cannot read structure file {path!r}: {error}")
+    if n > len(frames):
+        raise ValueError(f"{path} holds {len(frames)} frames; cannot take n = {n}")
+    for k, frame in enumerate(frames):
+        if not np.array_equal(frame.numbers, atoms.numbers):
+            raise ValueError(f"frame {k} of {path} is {frame.get_chemical_formula()} in a "
+                             f"different atom order from {atoms.get_chemical_formula()}")
+    chosen = np.round(np.linspace(0, len(frames) - 1, n)).astype(int)
+    return np.stack([frames[k].positions for k in chosen])
 
 
 def covalent_bonds(atoms: Atoms, factor: float = 1.2) -> list[tuple[int, int]]:

@@ -7,7 +7,8 @@ reference elements in the training split)::
         + w_eps [ same for the occupied (and loss.virtual_orbitals lowest virtual) orbital
                   energies of H C = S C eps ]
         + w_tg  [ same for the TraceGrad invariants |H_b|_F of every atom and pair block ]
-        + w_E, w_F [ same for the total energy and the forces of the energy model ]
+        + w_E, w_F [ same for the total energy and the forces of the energy model; with
+                     loss.huber_delta > 0 the square is a Huber function, linear far out ]
         + w_mu  [ same for the dipole moment sum_A Z_A R_A - Tr[P r] of the predicted P ]
 
 The dipole term ties the density matrix to the reference where end-to-end energy training
@@ -161,9 +162,16 @@ def lowest_orbital_energies(hamiltonian, overlap, n_orbitals: int) -> torch.Tens
     return torch.linalg.eigvalsh(orthogonal)[..., :n_orbitals]
 
 
-def _scaled_error(prediction, reference, sigma):
-    difference = prediction - reference
-    return difference.pow(2).mean() / sigma**2 + difference.abs().mean() / sigma
+def _scaled_error(prediction, reference, sigma, huber_delta: float = 0.0):
+    """``mean(x^2) + mean|x|`` of the scaled error ``x = (prediction - reference) / sigma``;
+    with ``huber_delta > 0`` the square is ``2 huber(x, huber_delta)`` (linear beyond delta)."""
+    scaled = (prediction - reference) / sigma
+    if huber_delta > 0:
+        square = 2 * torch.nn.functional.huber_loss(scaled, torch.zeros_like(scaled),
+                                                    delta=huber_delta)
+    else:
+        square = scaled.pow(2).mean()
+    return square + scaled.abs().mean()
 
 
 def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
@@ -193,11 +201,12 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
         prediction = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ,
                                          energy_model=_unwrap(model).config.energy_model)
         energy, solution = prediction.energy_eh, prediction.solution
-        terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"])
+        terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"],
+                                        weights.huber_delta)
         if want_forces:
             (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
             terms["forces"] = _scaled_error(-gradient, batch.forces_eh_per_bohr,
-                                            scales["forces"])
+                                            scales["forces"], weights.huber_delta)
     if weights.dipole > 0:
         if batch.position_integrals is None:
             raise ValueError("a dipole loss needs the data loaded with_position_integrals")

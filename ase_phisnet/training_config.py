@@ -82,6 +82,13 @@ class LossWeights:
     ``virtual_orbitals``: how many of the lowest virtual orbital energies join the occupied ones
     in the orbital-energy term. With none, nothing holds the predicted LUMO where the reference
     has it, and end-to-end training can let it sink into the occupied levels outside the data.
+
+    ``huber_delta``: when > 0, the squared part of the energy and force terms becomes
+    ``2 huber(x, delta)`` of the scaled error ``x = (pred - ref) / sigma``: ``x^2`` for
+    ``|x| <= delta``, ``2 delta |x| - delta^2`` beyond. Geometries far from the thermal data
+    (bond scans, rattled structures), whose errors can be a hundred sigma early in training,
+    then pull with a bounded gradient instead of drowning the thermal ones. ``0``: plain
+    squared error.
     """
 
     hamiltonian: float = 1.0
@@ -93,6 +100,7 @@ class LossWeights:
     forces: float = 0.0
     dipole: float = 0.0  # dipole moment of the predicted density matrix (needs H and S)
     virtual_orbitals: int = 0
+    huber_delta: float = 0.0
 
     def __post_init__(self):
         if any(w < 0 for w in dataclasses.astuple(self)):

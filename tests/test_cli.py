@@ -44,3 +44,26 @@ def test_console_script_is_installed():
     assert executable, "the ase-phisnet console script is not on PATH"
     result = subprocess.run([executable, "generate", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--workers" in result.stdout
+
+
+def test_explore_command_writes_the_frames_of_stopped_runs(water_file, tmp_path, capsys):
+    """The shipped water potential explored against ten 500 K STO-3G geometries with no
+    tolerance: a run leaves their narrow distance ranges within a few steps, and the frames
+    before it are written as a structure file that the 'file' sampler reads back."""
+    from ase.io import read
+
+    out = tmp_path / "frames.xyz"
+    start = tmp_path / "start.xyz"
+    dataset = HamiltonianDataset(water_file)
+    from ase import Atoms
+    from ase.units import Bohr
+
+    Atoms("OH2", positions=dataset.positions_bohr()[0] * Bohr).write(start)
+    code = main(["explore", "--molecule", str(start), "--model", "water-pbe-def2svp",
+                 "--data", str(water_file), "--runs", "2", "--steps", "200", "--tolerance", "0",
+                 "--frames-per-run", "2", "--check-interval", "1", "--out", str(out),
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.count("outside r(") == 2
+    frames = read(out, index=":")
+    assert 2 <= len(frames) <= 4 and all(f.get_chemical_formula() == "H2O" for f in frames)

@@ -23,6 +23,13 @@ def test_splits_are_disjoint_complete_and_reproducible(water_file):
         dataset.split(seed=0, n_train=9, n_validation=2)
 
 
+def test_positions_of_all_records_match_the_records(water_file):
+    dataset = HamiltonianDataset(water_file)
+    positions = dataset.positions_bohr()
+    assert positions.shape == (10, 3, 3)
+    np.testing.assert_array_equal(positions[7], dataset[7].positions_bohr)
+
+
 def test_items_are_lazy_and_survive_pickling(water_file):
     dataset = HamiltonianDataset(water_file)
     assert dataset._handle is None  # nothing read before the first item

@@ -163,3 +163,33 @@ def test_bond_stretch_and_rattle_are_validated():
         SamplerConfig(bond_stretch=(1.2, 0.9))
     with pytest.raises(ValueError, match="rattle_ang"):
         SamplerConfig(rattle_ang=-0.1)
+
+
+def test_file_sampler_takes_evenly_spaced_frames_in_order(tmp_path):
+    """The 'file' sampler reads every frame of a structure file and takes n evenly spaced
+    ones, first and last included; frames of another molecule or order are refused."""
+    from ase.io import write
+
+    water = molecule("H2O")
+    frames = []
+    for k in range(5):
+        frame = water.copy()
+        frame.positions[1] += [0.01 * k, 0, 0]
+        frames.append(frame)
+    path = tmp_path / "frames.xyz"
+    write(path, frames)
+    config = SamplerConfig(kind="file", geometries_path=str(path))
+    taken = sample_geometries(water, 3, config, progress=False)
+    np.testing.assert_allclose(taken, np.stack([frames[k].positions for k in (0, 2, 4)]),
+                               atol=1e-8)
+    with pytest.raises(ValueError, match="holds 5 frames"):
+        sample_geometries(water, 6, config, progress=False)
+    with pytest.raises(ValueError, match="different atom order"):
+        sample_geometries(molecule("H2O")[[1, 0, 2]], 2, config, progress=False)
+
+
+def test_file_sampler_needs_its_path_and_only_it():
+    with pytest.raises(ValueError, match="geometries_path"):
+        SamplerConfig(kind="file")
+    with pytest.raises(ValueError, match="geometries_path"):
+        SamplerConfig(kind="langevin", geometries_path="frames.xyz")

@@ -1,0 +1,180 @@
+"""Where a learned potential goes wrong: short MD runs, each stopped when it leaves the data.
+
+A potential trained on thermal geometries is only as good as its data's reach. MD with it finds
+the coordinates the data miss: where the learned surface is too soft or falls away, a mode
+heats up and the trajectory runs off. :func:`explore` runs several short Langevin trajectories
+(different seeds) and stops each at the first sign of this:
+
+* ``outside``: an interatomic distance ``r_ij`` leaves the range that atom pair ``(i, j)`` has
+  in the data (:func:`distance_envelope`) by more than ``distance_tolerance_ang``;
+* ``hot``: the instantaneous temperature exceeds ``max_temperature_factor`` times the
+  thermostat's. With ``f`` degrees of freedom, ``T`` fluctuates in equilibrium by a relative
+  ``sqrt(2 / f)`` (0.29 for ethanol, ``f = 24``), so twice the target is a > 3 sigma event;
+* ``failed``: the calculator gives up (e.g. the predicted HOMO-LUMO gap closed).
+
+The last frames of each stopped run, the stop frame included, lie where the data end and the
+model has gone wrong: label them with the reference (``ase-phisnet generate --sampler file``)
+and train on them. This is active learning by failure (DP-GEN picks frames by the disagreement
+of a committee of models instead; one model and a physical stop rule need no committee).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import CalculationFailed
+from ase.units import Bohr, kB
+
+from ase_phisnet.md import MDSettings, degrees_of_freedom, initialize_velocities, make_integrator
+
+STOP_REASONS = ("outside", "hot", "failed", "completed")
+
+
+@dataclass(frozen=True)
+class ExploreSettings:
+    """How the exploring trajectories run and when they stop.
+
+    Attributes:
+        runs: Number of trajectories; run ``k`` uses seed ``seed + k`` for its velocities and
+            thermostat noise.
+        steps: Largest number of MD steps per trajectory.
+        temperature_k: Thermostat and initial-velocity temperature (K).
+        timestep_fs: MD time step (fs).
+        friction_per_fs: Langevin friction (1/fs).
+        check_interval: Steps between checks of the stop rules (and between kept frames).
+        frames_per_run: How many checked frames to keep from a stopped run: the stop frame and
+            the ones before it.
+        distance_tolerance_ang: How far (Å) a distance may leave its data range.
+        max_temperature_factor: Stop when ``T > max_temperature_factor * temperature_k``.
+        seed: Seed of the first run.
+    """
+
+    runs: int = 8
+    steps: int = 2000
+    temperature_k: float = 300.0
+    timestep_fs: float = 0.5
+    friction_per_fs: float = 0.01
+    check_interval: int = 5
+    frames_per_run: int = 10
+    distance_tolerance_ang: float = 0.05
+    max_temperature_factor: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("runs", "steps", "check_interval", "frames_per_run"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.distance_tolerance_ang < 0:
+            raise ValueError(f"distance_tolerance_ang must be >= 0, got "
+                             f"{self.distance_tolerance_ang}")
+        if self.max_temperature_factor <= 1:
+            raise ValueError(f"max_temperature_factor must be > 1, got "
+                             f"{self.max_temperature_factor}")
+        MDSettings(ensemble="nvt", temperature_k=self.temperature_k, timestep_fs=self.timestep_fs,
+                   friction_per_fs=self.friction_per_fs)  # same checks as MD itself
+
+
+@dataclass
+class ExploreRun:
+    """One trajectory: where and why it stopped, and the frames kept from it."""
+
+    seed: int
+    steps_run: int
+    stop_reason: str
+    detail: str
+    max_temperature_k: float
+    frames: list[Atoms] = field(default_factory=list)
+
+
+def pair_distances_ang(positions_ang: np.ndarray) -> np.ndarray:
+    """Distances ``r_ij`` (Å) of every atom pair ``i < j``, shape ``(..., N (N - 1) / 2)``."""
+    i, j = np.triu_indices(positions_ang.shape[-2], k=1)
+    return np.linalg.norm(positions_ang[..., i, :] - positions_ang[..., j, :], axis=-1)
+
+
+def distance_envelope(positions_bohr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest ``r_ij`` (Å) of each atom pair ``i < j`` over geometries
+    ``positions_bohr`` (n, N, 3), the atoms in the same order in every geometry."""
+    distances = pair_distances_ang(np.asarray(positions_bohr) * Bohr)
+    return distances.min(axis=0), distances.max(axis=0)
+
+
+def envelope_excursion_ang(positions_ang: np.ndarray, envelope) -> tuple[float, tuple]:
+    """How far (Å) the geometry's farthest-out distance lies outside ``envelope``, and its
+    atom pair; ``0`` when every distance is inside."""
+    low, high = envelope
+    distances = pair_distances_ang(positions_ang)
+    excess = np.maximum(low - distances, distances - high)
+    worst = int(np.argmax(excess))
+    i, j = np.triu_indices(positions_ang.shape[0], k=1)
+    return max(float(excess[worst]), 0.0), (int(i[worst]), int(j[worst]))
+
+
+def explore(atoms: Atoms, calculator, envelope, settings: ExploreSettings,
+            progress: bool = True) -> list[ExploreRun]:
+    """Run ``settings.runs`` Langevin trajectories of ``atoms`` on ``calculator`` from the same
+    start, each until a stop rule fires (module docstring) or ``settings.steps`` have run.
+
+    ``envelope``: ``(low, high)`` pair-distance ranges in Å, from :func:`distance_envelope`.
+    The start geometry must lie inside it. Returns one :class:`ExploreRun` per trajectory;
+    completed runs keep no frames.
+    """
+    from tqdm.auto import tqdm
+
+    start_excursion, _ = envelope_excursion_ang(atoms.positions, envelope)
+    if start_excursion > settings.distance_tolerance_ang:
+        raise ValueError(f"the start geometry is already {start_excursion:.3f} Å outside the "
+                         "data's distance ranges; start from a geometry the data cover")
+    results = []
+    bar = tqdm(total=settings.runs, unit="run", desc="explore", disable=not progress)
+    for k in range(settings.runs):
+        results.append(_explore_one(atoms, calculator, envelope, settings, settings.seed + k))
+        bar.update(1)
+        bar.set_postfix_str(f"last: {results[-1].stop_reason} at {results[-1].steps_run}")
+    bar.close()
+    return results
+
+
+def _explore_one(start: Atoms, calculator, envelope, settings: ExploreSettings,
+                 seed: int) -> ExploreRun:
+    atoms = start.copy()
+    atoms.calc = calculator
+    md = MDSettings(ensemble="nvt", temperature_k=settings.temperature_k,
+                    timestep_fs=settings.timestep_fs, friction_per_fs=settings.friction_per_fs,
+                    steps=settings.steps, seed=seed)
+    initialize_velocities(atoms, md.temperature_k, seed, md.ensemble)
+    dynamics = make_integrator(atoms, md)
+    kinetic_to_kelvin = 2 / (degrees_of_freedom(atoms, "nvt") * kB)
+    recent: list[Atoms] = []
+    max_temperature = 0.0
+    reason, detail = "completed", ""
+    while dynamics.nsteps < settings.steps:
+        try:
+            dynamics.run(settings.check_interval)
+            atoms.get_potential_energy()
+        except CalculationFailed as error:
+            reason, detail = "failed", str(error)
+            break
+        recent = (recent + [_bare_copy(atoms)])[-settings.frames_per_run:]
+        temperature = atoms.get_kinetic_energy() * kinetic_to_kelvin
+        max_temperature = max(max_temperature, temperature)
+        excursion, (i, j) = envelope_excursion_ang(atoms.positions, envelope)
+        if excursion > settings.distance_tolerance_ang:
+            reason = "outside"
+            detail = (f"r({atoms.get_chemical_symbols()[i]}{i}-"
+                      f"{atoms.get_chemical_symbols()[j]}{j}) = "
+                      f"{atoms.get_distance(i, j):.3f} Å, {excursion:.3f} Å outside the data")
+            break
+        if temperature > settings.max_temperature_factor * settings.temperature_k:
+            reason, detail = "hot", f"T = {temperature:.0f} K"
+            break
+    return ExploreRun(seed=seed, steps_run=int(dynamics.nsteps), stop_reason=reason,
+                      detail=detail, max_temperature_k=max_temperature,
+                      frames=[] if reason == "completed" else recent)
+
+
+def _bare_copy(atoms: Atoms) -> Atoms:
+    return Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
+
