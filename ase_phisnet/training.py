@@ -351,15 +351,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     for extra in config.extra_data:
         extra_dataset = _matching_dataset(extra.dataset, dataset)
         extra_split = _split(extra_dataset, extra.split)
-        train_parts.append(load_matrix_data(extra_dataset, extra_split.train, names, dipoles,
-                                            n_virtual))
+        train_part = load_matrix_data(extra_dataset, extra_split.train, names, dipoles,
+                                      n_virtual)
+        train_parts.extend([train_part] * extra.repeat)
         valid_parts.append(load_matrix_data(extra_dataset, extra_split.validation, names,
                                             dipoles, n_virtual))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
     train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
-    logger.info("%d training and %d validation geometries from %d file(s)", len(train_data),
-                len(valid_data), len(train_parts))
+    logger.info("%d training (repeats counted) and %d validation geometries from %d file(s)",
+                len(train_data), len(valid_data), 1 + len(config.extra_data))
     # The main file sets the loss scales: extra files (hot, stretched bonds) would widen the
     # spreads and so weaken every term on the geometries the model is for.
     scales = loss_scales(model, train_parts[0])

@@ -113,10 +113,18 @@ class LossWeights:
 class ExtraData:
     """A further data file of the same molecule and theory, e.g. hotter geometries that reach
     the bond lengths MD visits. Its own split's training and validation parts join the main
-    file's; its test part is left for ``ase-phisnet evaluate``."""
+    file's; its test part is left for ``ase-phisnet evaluate``.
+
+    ``repeat``: how many times its training part enters each epoch (oversampling, e.g. for a
+    few dozen labeled MD failure frames beside a thousand thermal geometries)."""
 
     dataset: str
     split: SplitConfig = field(default_factory=SplitConfig)
+    repeat: int = 1
+
+    def __post_init__(self):
+        if int(self.repeat) != self.repeat or self.repeat < 1:
+            raise ValueError(f"extra_data.repeat must be a whole number >= 1, got {self.repeat}")
 
     @classmethod
     def from_dict(cls, values) -> ExtraData:

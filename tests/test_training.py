@@ -151,8 +151,9 @@ def test_train_and_evaluate_commands(water_file, tmp_path, capsys):
 
 def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file, tmp_path,
                                                                      caplog):
-    """A second file's training and validation parts join the main file's; its own test part
-    is what ``evaluate`` takes on that file, the main one on the main file."""
+    """A second file's training and validation parts join the main file's (its training part
+    twice with repeat 2); its own test part is what ``evaluate`` takes on that file, the main
+    one on the main file."""
     import shutil
 
     from ase_phisnet.evaluate import trained_test_split
@@ -162,11 +163,13 @@ def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file,
     config = TrainConfig.from_dict({
         **tiny_config(water_file, tmp_path / "run", max_epochs=1).to_dict(),
         "extra_data": [{"dataset": str(hot), "split": {"n_train": 3, "n_validation": 1,
-                                                       "n_test": 2, "seed": 5}}],
+                                                       "n_test": 2, "seed": 5},
+                        "repeat": 2}],
     })
     with caplog.at_level("INFO", logger="ase_phisnet"):
         result = train(config, progress=False)
-    assert "7 training and 3 validation geometries from 2 file(s)" in caplog.text
+    assert "10 training (repeats counted) and 3 validation geometries from 2 file(s)" \
+        in caplog.text
     meta = json.loads(Path(result.best_model_path + ".json").read_text())
     assert meta["training"]["extra_data"][0]["split"] == {
         "seed": 5, "n_train": 3, "n_validation": 1, "n_test": 2}
@@ -187,6 +190,7 @@ def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file,
         ({"loss": {"virtual_orbitals": 1.5}}, "virtual_orbitals must be a whole number"),
         ({"extra_data": [{"split": {"n_train": 3}}]}, "needs 'dataset'"),
         ({"extra_data": [{"dataset": "y.h5", "spilt": {}}]}, "unknown keys in 'extra_data'"),
+        ({"extra_data": [{"dataset": "y.h5", "repeat": 0}]}, "repeat must be a whole number"),
     ],
 )
 def test_training_config_validates(values, message):
