@@ -176,16 +176,22 @@ def _predicted_matrices(config) -> str:
 def _data_lines(dataset, split, generate_command) -> list[str]:
     """What a data file holds, how it was made and how it was split (model card)."""
     sampler, planned = dataset.metadata.sampler, dataset.metadata.n_planned
-    stretch = sampler.get("bond_stretch")
+    stretch, rattle = sampler.get("bond_stretch"), sampler.get("rattle_ang")
+    if sampler["kind"] == "file":
+        origin = f"frames of `{sampler['geometries_path']}`"
+    else:
+        temperatures = ", ".join(f"{t:g}" for t in sampler["temperatures_k"])
+        origin = (f"sampler {sampler['kind']} with {sampler.get('calculator', '?')} at "
+                  f"{temperatures} K (seed {sampler['seed']})")
     return [
         (f"- {planned} geometries" if len(dataset) == planned else
          f"- {len(dataset)} of {planned} planned geometries (generation stopped early; the "
          "command resumes it)")
-        + f", sampler {sampler['kind']} with "
-        f"{sampler.get('calculator', '?')} at {', '.join(f'{t:g}' for t in sampler['temperatures_k'])}"
-        f" K (seed {sampler['seed']})"
+        + f", {origin}"
         + (f", one bond per geometry scaled by U({stretch[0]:g}, {stretch[1]:g})" if stretch
-           else "") + f", PySCF {dataset.metadata.pyscf_version}",
+           else "")
+        + (f", every coordinate rattled by N(0, {rattle:g}²) Å" if rattle else "")
+        + f", PySCF {dataset.metadata.pyscf_version}",
         f"- made by: `{generate_command}`",
         f"- split (seed {split['seed']}): {split['n_train']} train, {split['n_validation']} "
         f"validation, {split['n_test']} test"

@@ -2,7 +2,7 @@
 # Package trained potentials into potentials/ with model cards and test-split metrics.
 #
 #   bash scripts/ship_potentials.sh water     # water-pbe-def2svp (stages 1-3) and -orbitals (stage 1)
-#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (1, 1b, 1c, 2-6_band), -orbitals (1, 1b, 1c)
+#   bash scripts/ship_potentials.sh ethanol   # ethanol-pbe-def2svp (1, 1b, 1c, 2-10_band), -orbitals (1, 1b, 1c)
 #   bash scripts/ship_potentials.sh ethanol orbitals   # only the -orbitals one
 #
 # Needs the molecule's data set (README, "Shipped potentials") and its training stages run with
@@ -21,7 +21,8 @@ FORMULA = {"water": "H2O", "ethanol": "CH3CH2OH"}
 MATRIX_STAGES = {"water": ["stage1"], "ethanol": ["stage1", "stage1b", "stage1c"]}
 ENERGY_STAGES = {"water": ["stage2", "stage3"],
                  "ethanol": ["stage2_band", "stage3_band", "stage4_band", "stage5_band_zbl",
-                             "stage6_band_zbl"]}
+                             "stage6_band_zbl", "stage7_band_zbl_al", "stage8_band_zbl_al",
+                             "stage9_band_zbl_al", "stage10_band_zbl_al"]}
 #: Further data files the last energy stage trained on (its config's extra_data), with the
 #: commands that make them.
 _GENERATE = "ase-phisnet generate --molecule CH3CH2OH --xc pbe --basis def2-svp --workers 2 "
@@ -32,6 +33,12 @@ EXTRA_DATA = {"water": [], "ethanol": [
      "--out data/ethanol_pbe_def2svp_hot.h5"),
     ("data/ethanol_pbe_def2svp_rattled.h5", _GENERATE + "--n 200 --temperature 300 500 "
      "--rattle 0.1 --seed 3 --out data/ethanol_pbe_def2svp_rattled.h5"),
+    # Active learning: NVT frames where earlier stages failed (ase-phisnet explore; the stage
+    # configs say which model found them), labeled by PySCF.
+    *[(f"data/ethanol_pbe_def2svp_al{k}.h5", _GENERATE + f"--n {n} --temperature 300 "
+       f"--sampler file --geometries configs/ethanol_active_learning/round{k}_frames.xyz "
+       f"--out data/ethanol_pbe_def2svp_al{k}.h5")
+      for k, n in ((1, 72), (2, 58), (3, 78), (4, 30))],
 ]}
 #: Molecules whose orbitals potential takes S from the integrals (its learned S was indefinite
 #: at some geometries; configs/ethanol_pbe_def2svp_stage1b.yaml).
