@@ -9,13 +9,13 @@ velocities, through ``ase_phisnet.md.run_md``; the oxygen Mulliken charges come 
     nvt.traj, nvt.log     ASE trajectory and per-step log (every --log-interval steps)
     results.json          settings and the numbers printed
 
-Run (2 ps; needs the ethanol potential, which is not shipped yet):
+Run (2 ps with the shipped ethanol-pbe-def2svp, ~3 min on one CPU thread):
 
     python md_examples/nvt_ethanol.py
     python md_examples/nvt_ethanol.py --molecule H2O --model water-pbe-def2svp
 
-The reported temperature is 2 E_kin / (3 N k_B): with the centre of mass fixed the thermostat
-acts on 3N - 3 degrees of freedom, so its mean settles near T (3N - 3) / (3N).
+The reported temperature is 2 E_kin / ((3N - 3) k_B): the centre of mass is fixed, so the
+thermostat acts on 3N - 3 degrees of freedom and the mean settles at its T (ase_phisnet.md).
 """
 
 from __future__ import annotations

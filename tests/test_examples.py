@@ -1,5 +1,5 @@
-"""Smoke tests of md_examples/: every script runs with tiny settings on the shipped water
-potential and writes its JSON and PNGs with finite, sane numbers.
+"""Smoke tests of md_examples/: every script runs with tiny settings on a shipped potential
+(water's, ethanol's for NVT ethanol) and writes its JSON and PNGs with finite, sane numbers.
 
 The scripts are loaded from their files and their ``main(argv)`` is called in this process (one
 import of torch and PySCF for all); their shared helpers, md_examples/_common.py, are imported
@@ -59,9 +59,10 @@ def test_nve_water(tmp_path):
     assert 0 <= results["energy_fluctuation_ev_per_atom"] < 1e-3
 
 
-def test_nvt_with_water(tmp_path):
-    results = run_example("nvt_ethanol", tmp_path, *WATER, "--steps", "20", "--log-interval",
-                          "2", "--no-progress")
+def test_nvt_ethanol_with_its_shipped_potential(tmp_path):
+    results = run_example("nvt_ethanol", tmp_path, "--steps", "20", "--log-interval", "2",
+                          "--no-progress")
+    assert results["model"] == "ethanol-pbe-def2svp"
     assert_pngs(tmp_path, "nvt_observables.png")
     assert results["ensemble"] == "nvt" and 0 < results["temperature_k"]["mean"] < 2000
     assert results["homo_lumo_gap_ev"]["mean"] > 0
