@@ -78,7 +78,8 @@ class ExploreSettings:
 
 @dataclass
 class ExploreRun:
-    """One trajectory: where and why it stopped, and the frames kept from it."""
+    """One trajectory: where and why it stopped (``stop_reason``, one of :data:`STOP_REASONS`;
+    ``detail`` in words), and the frames kept from it (none when it completed)."""
 
     seed: int
     steps_run: int
@@ -177,4 +178,3 @@ def _explore_one(start: Atoms, calculator, envelope, settings: ExploreSettings,
 
 def _bare_copy(atoms: Atoms) -> Atoms:
     return Atoms(numbers=atoms.numbers, positions=atoms.positions.copy())
-

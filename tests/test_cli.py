@@ -4,6 +4,9 @@ import shutil
 import subprocess
 
 import pytest
+from ase import Atoms
+from ase.io import read
+from ase.units import Bohr
 
 from ase_phisnet.cli import main
 from ase_phisnet.dataset import HamiltonianDataset
@@ -50,14 +53,9 @@ def test_explore_command_writes_the_frames_of_stopped_runs(water_file, tmp_path,
     """The shipped water potential explored against ten 500 K STO-3G geometries with no
     tolerance: a run leaves their narrow distance ranges within a few steps, and the frames
     before it are written as a structure file that the 'file' sampler reads back."""
-    from ase.io import read
-
     out = tmp_path / "frames.xyz"
     start = tmp_path / "start.xyz"
     dataset = HamiltonianDataset(water_file)
-    from ase import Atoms
-    from ase.units import Bohr
-
     Atoms("OH2", positions=dataset.positions_bohr()[0] * Bohr).write(start)
     code = main(["explore", "--molecule", str(start), "--model", "water-pbe-def2svp",
                  "--data", str(water_file), "--runs", "2", "--steps", "200", "--tolerance", "0",
