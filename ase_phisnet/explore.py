@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import CalculationFailed
-from ase.units import Bohr, kB
+from ase.units import Bohr
 
-from ase_phisnet.md import MDSettings, degrees_of_freedom, initialize_velocities, make_integrator
+from ase_phisnet.md import MDSettings, initialize_velocities, make_integrator, temperature_k
 
 STOP_REASONS = ("outside", "hot", "failed", "completed")
 
@@ -106,10 +106,10 @@ def envelope_excursion_ang(positions_ang: np.ndarray, envelope) -> tuple[float, 
     """How far (Å) the geometry's farthest-out distance lies outside ``envelope``, and its
     atom pair; ``0`` when every distance is inside."""
     low, high = envelope
-    distances = pair_distances_ang(positions_ang)
+    i, j = np.triu_indices(positions_ang.shape[0], k=1)
+    distances = np.linalg.norm(positions_ang[i] - positions_ang[j], axis=-1)
     excess = np.maximum(low - distances, distances - high)
     worst = int(np.argmax(excess))
-    i, j = np.triu_indices(positions_ang.shape[0], k=1)
     return max(float(excess[worst]), 0.0), (int(i[worst]), int(j[worst]))
 
 
@@ -147,26 +147,24 @@ def _explore_one(start: Atoms, calculator, envelope, settings: ExploreSettings,
                     steps=settings.steps, seed=seed)
     initialize_velocities(atoms, md.temperature_k, seed, md.ensemble)
     dynamics = make_integrator(atoms, md)
-    kinetic_to_kelvin = 2 / (degrees_of_freedom(atoms, "nvt") * kB)
     recent: list[Atoms] = []
     max_temperature = 0.0
     reason, detail = "completed", ""
     while dynamics.nsteps < settings.steps:
         try:
             dynamics.run(settings.check_interval)
-            atoms.get_potential_energy()
         except CalculationFailed as error:
             reason, detail = "failed", str(error)
             break
         recent = (recent + [_bare_copy(atoms)])[-settings.frames_per_run:]
-        temperature = atoms.get_kinetic_energy() * kinetic_to_kelvin
+        temperature = temperature_k(atoms, md.ensemble)
         max_temperature = max(max_temperature, temperature)
         excursion, (i, j) = envelope_excursion_ang(atoms.positions, envelope)
         if excursion > settings.distance_tolerance_ang:
+            symbols = atoms.get_chemical_symbols()
             reason = "outside"
-            detail = (f"r({atoms.get_chemical_symbols()[i]}{i}-"
-                      f"{atoms.get_chemical_symbols()[j]}{j}) = "
-                      f"{atoms.get_distance(i, j):.3f} Å, {excursion:.3f} Å outside the data")
+            detail = (f"r({symbols[i]}{i}-{symbols[j]}{j}) = {atoms.get_distance(i, j):.3f} Å, "
+                      f"{excursion:.3f} Å outside the data")
             break
         if temperature > settings.max_temperature_factor * settings.temperature_k:
             reason, detail = "hot", f"T = {temperature:.0f} K"

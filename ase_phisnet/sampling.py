@@ -111,12 +111,7 @@ def resolve_molecule(name_or_path: str) -> Atoms:
     from ase.collections import g2
 
     if os.path.exists(name_or_path):
-        from ase.io import read
-
-        try:
-            atoms = read(name_or_path)
-        except Exception as error:
-            raise UnknownMoleculeError(f"cannot read structure file {name_or_path!r}: {error}")
+        atoms = _read_structure_file(name_or_path, index=-1)
         atoms.pbc = False
         atoms.cell = None
         return atoms
@@ -129,6 +124,16 @@ def resolve_molecule(name_or_path: str) -> Atoms:
             f"{name_or_path!r} is neither a file nor a molecule of ASE's g2 collection{hint}; "
             "examples: H2O, NH3, CH4, CH3CH2OH, C6H6"
         ) from None
+
+
+def _read_structure_file(path, index):
+    """``ase.io.read(path, index)``; an unreadable file is an :class:`UnknownMoleculeError`."""
+    from ase.io import read
+
+    try:
+        return read(path, index=index)
+    except Exception as error:
+        raise UnknownMoleculeError(f"cannot read structure file {path!r}: {error}") from None
 
 
 def tblite_available() -> bool:
@@ -197,12 +202,7 @@ def _distort(atoms, geometries, config: SamplerConfig, stream: int) -> np.ndarra
 def read_geometries(atoms: Atoms, n: int, path) -> np.ndarray:
     """``n`` evenly spaced frames (first and last included) of the structure file ``path`` as
     an array (n, N, 3) in Å; every frame must hold ``atoms``' elements in the same order."""
-    from ase.io import read
-
-    try:
-        frames = read(path, index=":")
-    except Exception as error:
-        raise UnknownMoleculeError(f"cannot read structure file {path!r}: {error}")
+    frames = _read_structure_file(path, index=":")
     if n > len(frames):
         raise ValueError(f"{path} holds {len(frames)} frames; cannot take n = {n}")
     for k, frame in enumerate(frames):
