@@ -13,11 +13,11 @@ __all__ = ["PhiSNetCalculator", "list_potentials", "__version__"]
 
 def __getattr__(name):
     if name == "PhiSNetCalculator":
-        from ase_phisnet.calculator import PhiSNetCalculator
+        from ase_phisnet.interface.calculator import PhiSNetCalculator
 
         return PhiSNetCalculator
     if name == "list_potentials":
-        from ase_phisnet.potentials import list_potentials
+        from ase_phisnet.interface.potentials import list_potentials
 
         return list_potentials
     raise AttributeError(f"module 'ase_phisnet' has no attribute {name!r}")

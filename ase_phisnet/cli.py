@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from ase_phisnet.errors import PhiSNetError
+from ase_phisnet.core.errors import PhiSNetError
 
 
 def _add_generate(subparsers) -> None:
@@ -75,9 +75,9 @@ def _add_generate(subparsers) -> None:
 
 
 def _run_generate(args) -> int:
-    from ase_phisnet.generate import generate_dataset
-    from ase_phisnet.reference import Theory
-    from ase_phisnet.sampling import SamplerConfig
+    from ase_phisnet.data.generate import generate_dataset
+    from ase_phisnet.data.reference import Theory
+    from ase_phisnet.data.sampling import SamplerConfig
 
     theory = Theory(
         xc=args.xc, basis=args.basis, charge=args.charge, grid_level=args.grid_level,
@@ -123,10 +123,10 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args) -> int:
-    from ase_phisnet.training import train
-    from ase_phisnet.training_config import TrainConfig
-
     import os
+
+    from ase_phisnet.training.config import TrainConfig
+    from ase_phisnet.training.loop import train
 
     result = train(TrainConfig.from_yaml(args.config), progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -158,9 +158,9 @@ def _run_evaluate(args) -> int:
 
     import torch
 
-    from ase_phisnet.dataset import HamiltonianDataset
-    from ase_phisnet.evaluate import evaluate_model, trained_test_split
-    from ase_phisnet.model import load_model
+    from ase_phisnet.data.dataset import HamiltonianDataset
+    from ase_phisnet.electronic.model_file import load_model
+    from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
     model = load_model(args.model).to(getattr(torch, args.dtype))
     dataset = HamiltonianDataset(args.dataset)
@@ -196,7 +196,7 @@ def _add_potentials(subparsers) -> None:
 def _run_potentials(args) -> int:
     import json
 
-    from ase_phisnet.potentials import describe_potential, list_potentials
+    from ase_phisnet.interface.potentials import describe_potential, list_potentials
 
     found = list_potentials()
     if args.json:
@@ -241,9 +241,9 @@ def _add_md(subparsers) -> None:
 def _run_md(args) -> int:
     import json
 
-    from ase_phisnet.calculator import PhiSNetCalculator
-    from ase_phisnet.md import MDSettings, plot_log, run_md
-    from ase_phisnet.sampling import resolve_molecule
+    from ase_phisnet.data.sampling import resolve_molecule
+    from ase_phisnet.interface.calculator import PhiSNetCalculator
+    from ase_phisnet.interface.md import MDSettings, plot_log, run_md
 
     settings = MDSettings(ensemble=args.ensemble, temperature_k=args.temperature,
                           timestep_fs=args.timestep, steps=args.steps,
@@ -297,10 +297,10 @@ def _run_explore(args) -> int:
     import numpy as np
     from ase.io import write
 
-    from ase_phisnet.calculator import PhiSNetCalculator
-    from ase_phisnet.dataset import HamiltonianDataset
-    from ase_phisnet.explore import ExploreSettings, distance_envelope, explore
-    from ase_phisnet.sampling import resolve_molecule
+    from ase_phisnet.data.dataset import HamiltonianDataset
+    from ase_phisnet.data.sampling import resolve_molecule
+    from ase_phisnet.interface.calculator import PhiSNetCalculator
+    from ase_phisnet.interface.explore import ExploreSettings, distance_envelope, explore
 
     settings = ExploreSettings(
         runs=args.runs, steps=args.steps, temperature_k=args.temperature,
@@ -353,9 +353,9 @@ def _add_cube(subparsers) -> None:
 
 
 def _run_cube(args) -> int:
-    from ase_phisnet.calculator import PhiSNetCalculator
-    from ase_phisnet.sampling import resolve_molecule
-    from ase_phisnet.wavefunction import write_density_cube, write_orbital_cube
+    from ase_phisnet.data.sampling import resolve_molecule
+    from ase_phisnet.interface.calculator import PhiSNetCalculator
+    from ase_phisnet.interface.wavefunction import write_density_cube, write_orbital_cube
 
     atoms = resolve_molecule(args.molecule)
     calc = PhiSNetCalculator(model=args.model, charge=args.charge)

@@ -33,16 +33,16 @@ import numpy as np
 import torch
 from ase.units import Hartree
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.electronic import (
+from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.eigensolver import solve_closed_shell
+from ase_phisnet.electronic.energy import (
     band_energy_eh,
     band_structure_energy_eh,
     nuclear_repulsion_eh,
-    solve_closed_shell,
 )
-from ase_phisnet.errors import PhiSNetError
-from ase_phisnet.evaluate import trained_test_split
-from ase_phisnet.model import load_model
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.training.evaluate import trained_test_split
 
 MEV_PER_EH = 1000 * Hartree
 

@@ -26,12 +26,12 @@ import torch
 from ase.data import chemical_symbols
 from ase.units import Bohr, Hartree
 
-from ase_phisnet.calculator import resolve_model_path
-from ase_phisnet.errors import PhiSNetError
-from ase_phisnet.model import load_model
-from ase_phisnet.potential import predict_energy
-from ase_phisnet.reference import Theory, compute_reference
-from ase_phisnet.sampling import covalent_bonds, resolve_molecule, scale_bond
+from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.data.reference import Theory, compute_reference
+from ase_phisnet.data.sampling import covalent_bonds, resolve_molecule, scale_bond
+from ase_phisnet.electronic.model import predict_energy
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.interface.calculator import resolve_model_path
 
 
 def first_bond_per_element_pair(atoms):

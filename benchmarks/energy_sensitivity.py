@@ -20,7 +20,7 @@ import numpy as np
 import scipy.linalg
 from ase.units import Hartree
 
-from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.data.dataset import HamiltonianDataset
 
 
 def electronic_energies(hamiltonian, overlap, core_hamiltonian, n_occupied):

@@ -37,8 +37,8 @@ from ase.build import molecule
 from ase.units import Bohr
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.model import ModelConfig, PhiSNet
-from ase_phisnet.potential import energy_from_outputs, n_occupied_orbitals
+from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
+from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 
 OVERLAP_PAIR_SCALE = 0.02
 CC_ANG, CH_ANG, TETRAHEDRAL_DEG = 1.53, 1.09, 109.47
@@ -85,9 +85,9 @@ def molecules(quick: bool) -> dict[str, Atoms]:
     return names
 
 
-def random_model(seed: int = 0) -> PhiSNet:
+def random_model(seed: int = 0) -> PhiSNetModel:
     torch.manual_seed(seed)
-    model = PhiSNet(ModelConfig(elements=("H", "C", "N", "O")))
+    model = PhiSNetModel(ModelConfig(elements=("H", "C", "N", "O")))
     with torch.no_grad():
         model.heads["overlap"].pair_scale.mul_(OVERLAP_PAIR_SCALE)
     return model
@@ -175,7 +175,7 @@ def time_xtb(atoms, repeats, warmup=1):
 
 
 def time_pyscf(atoms, repeats):
-    from ase_phisnet.reference import Theory, compute_reference
+    from ase_phisnet.data.reference import Theory, compute_reference
 
     theory = Theory(xc="pbe", basis="def2-svp")
     times = []

@@ -9,8 +9,8 @@ One command reproduces the table:
    its training split and 25 of its validation split for fine-tuning, the first 50 of its test
    split (never trained on at either level) for evaluation.
 2. CCSD(T)/def2-SVP energies and analytic forces (PySCF, all electrons) on those geometries,
-   resumable (``ase_phisnet.highlevel``; ~2 s a geometry on one core).
-3. Fine-tuning (``ase_phisnet.transfer``): only the energy path beyond the matrices (element
+   resumable (``ase_phisnet.data.highlevel``; ~2 s a geometry on one core).
+3. Fine-tuning (``ase_phisnet.training.transfer``): only the energy path beyond the matrices (element
    energies, refitted by least squares, and the atomwise energy MLP) on CCSD(T) energies and
    forces; the predicted H, S and core H stay the PBE ones.
 4. Errors against CCSD(T) on the 50 test geometries for the fine-tuned model, the PBE model
@@ -31,11 +31,11 @@ import os
 import numpy as np
 import torch
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.highlevel import generate_energies
-from ase_phisnet.model import load_model, save_model
-from ase_phisnet.potentials import potential_path
-from ase_phisnet.transfer import (
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.data.highlevel import generate_energies
+from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.interface.potentials import potential_path
+from ase_phisnet.training.transfer import (
     FineTuneConfig,
     fine_tune_energy_path,
     predict_energies_forces,

@@ -24,9 +24,14 @@ from ase.units import Bohr
 from tqdm import tqdm
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.evaluate import trained_test_split
-from ase_phisnet.wavefunction import mean_field_from_atoms, model_theory, run_scf, warm_start_scf
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.interface.wavefunction import (
+    mean_field_from_atoms,
+    model_theory,
+    run_scf,
+    warm_start_scf,
+)
+from ase_phisnet.training.evaluate import trained_test_split
 
 GUESSES = ("minao", "atom", "huckel")
 

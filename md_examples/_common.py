@@ -21,7 +21,7 @@ import numpy as np
 from ase.calculators.calculator import CalculatorSetupError
 from ase.optimize import BFGS
 
-from ase_phisnet.errors import PhiSNetError
+from ase_phisnet.core.errors import PhiSNetError
 
 
 def argument_parser(doc: str, molecule: str = "H2O") -> argparse.ArgumentParser:

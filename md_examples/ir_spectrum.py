@@ -32,8 +32,8 @@ import numpy as np
 from ase.vibrations import Infrared
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.potentials import default_potential
-from ase_phisnet.sampling import resolve_molecule
+from ase_phisnet.data.sampling import resolve_molecule
+from ase_phisnet.interface.potentials import default_potential
 
 
 def parse_args(argv=None):

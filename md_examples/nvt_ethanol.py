@@ -2,7 +2,7 @@
 Langevin trajectory at 300 K.
 
 Langevin dynamics (0.5 fs, friction 0.01/fs, centre of mass fixed) from Maxwell–Boltzmann
-velocities, through ``ase_phisnet.md.run_md``; the oxygen Mulliken charges come from
+velocities, through ``ase_phisnet.interface.md.run_md``; the oxygen Mulliken charges come from
 ``calc.get_charges()``, stored in every trajectory frame. Prints means and spreads, and saves
 
     nvt_observables.png   temperature, E_pot, HOMO–LUMO gap and the O charge(s) against time
@@ -15,7 +15,7 @@ Run (2 ps with the shipped ethanol-pbe-def2svp, ~3 min on one CPU thread):
     python md_examples/nvt_ethanol.py --molecule H2O --model water-pbe-def2svp
 
 The reported temperature is 2 E_kin / ((3N - 3) k_B): the centre of mass is fixed, so the
-thermostat acts on 3N - 3 degrees of freedom and the mean settles at its T (ase_phisnet.md).
+thermostat acts on 3N - 3 degrees of freedom and the mean settles at its T (ase_phisnet.interface.md).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import numpy as np
 from ase.io import read
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.md import MDSettings, run_md
-from ase_phisnet.potentials import default_potential
-from ase_phisnet.sampling import resolve_molecule
+from ase_phisnet.data.sampling import resolve_molecule
+from ase_phisnet.interface.md import MDSettings, run_md
+from ase_phisnet.interface.potentials import default_potential
 
 
 def parse_args(argv=None):

@@ -32,8 +32,8 @@ from ase.build import minimize_rotation_and_translation
 from ase.neighborlist import NeighborList, natural_cutoffs
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.potentials import default_potential
-from ase_phisnet.sampling import resolve_molecule
+from ase_phisnet.data.sampling import resolve_molecule
+from ase_phisnet.interface.potentials import default_potential
 
 
 def parse_args(argv=None):
@@ -135,8 +135,8 @@ def main(argv=None) -> dict:
 
     calculators = {"PhiSNet": PhiSNetCalculator(model=model)}
     if not args.no_pyscf:
-        from ase_phisnet.pyscf_calculator import PySCFCalculator
-        from ase_phisnet.reference import Theory
+        from ase_phisnet.data.pyscf_calculator import PySCFCalculator
+        from ase_phisnet.data.reference import Theory
 
         calculators["PySCF"] = PySCFCalculator(Theory(xc=args.xc, basis=args.basis))
     minima, runs = {}, {}

@@ -9,7 +9,7 @@ taken at its own minimum:
   ``ase.vibrations.VibrationsData.from_2d``;
 - PySCF: RKS PBE/def2-SVP analytic Hessian (``mf.Hessian()``) and
   ``pyscf.hessian.thermo.harmonic_analysis``, at the geometry optimized with
-  ``ase_phisnet.pyscf_calculator.PySCFCalculator``.
+  ``ase_phisnet.data.pyscf_calculator.PySCFCalculator``.
 
 Finite differences and the analytic Hessian come from the same potential and must agree to a
 few cm^-1; PhiSNet against PySCF measures the potential's accuracy. Imaginary frequencies are
@@ -43,8 +43,8 @@ from ase.thermochemistry import IdealGasThermo
 from ase.vibrations import Vibrations, VibrationsData
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.potentials import default_potential
-from ase_phisnet.sampling import resolve_molecule
+from ase_phisnet.data.sampling import resolve_molecule
+from ase_phisnet.interface.potentials import default_potential
 
 #: Rotational symmetry numbers for IdealGasThermo (C2v water 2, C1/Cs ethanol 1).
 SYMMETRY_NUMBERS = {"H2O": 2, "CH3CH2OH": 1}
@@ -111,8 +111,8 @@ def pyscf_reference(molecule: str, xc: str, basis: str, fmax: float, max_steps: 
     """PySCF's BFGS minimum and analytic harmonic frequencies of ``molecule``, kept in ``cache``
     (JSON) and reused while molecule, functional, basis and ``fmax`` are the same: for ethanol
     this is most of the run (minutes), and it does not depend on the potential."""
-    from ase_phisnet.pyscf_calculator import PySCFCalculator
-    from ase_phisnet.reference import Theory
+    from ase_phisnet.data.pyscf_calculator import PySCFCalculator
+    from ase_phisnet.data.reference import Theory
 
     key = {"molecule": molecule, "xc": xc, "basis": basis, "fmax": fmax}
     if cache.exists() and not recompute:

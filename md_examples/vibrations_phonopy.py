@@ -33,8 +33,8 @@ from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
 from ase_phisnet import PhiSNetCalculator
-from ase_phisnet.potentials import default_potential
-from ase_phisnet.sampling import resolve_molecule
+from ase_phisnet.data.sampling import resolve_molecule
+from ase_phisnet.interface.potentials import default_potential
 
 #: 1 THz in cm^-1: 1e12 Hz / (c in cm/s).
 CM_PER_THZ = 1e12 / (units._c * 100.0)

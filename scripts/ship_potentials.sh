@@ -13,8 +13,8 @@ python - "$molecule" "${2:-}" <<'PY'
 import json
 import sys
 
-from ase_phisnet.model import load_model, save_model, with_exact_overlap
-from ase_phisnet.potentials import ship_potential
+from ase_phisnet.electronic.model import load_model, save_model, with_exact_overlap
+from ase_phisnet.interface.potentials import ship_potential
 
 FORMULA = {"water": "H2O", "ethanol": "CH3CH2OH"}
 #: Training stages in order: the matrices-only ones (the -orbitals potential), then end to end.

@@ -2,13 +2,13 @@
 
 import pytest
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.generate import generate_dataset
-from ase_phisnet.model import load_model, save_model
-from ase_phisnet.reference import Theory
-from ase_phisnet.sampling import SamplerConfig
-from ase_phisnet.training import fit_element_energies, load_matrix_data, train
-from ase_phisnet.training_config import TrainConfig
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.data.generate import generate_dataset
+from ase_phisnet.data.reference import Theory
+from ase_phisnet.data.sampling import SamplerConfig
+from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training.loop import fit_element_energies, load_matrix_data, train
 
 STO3G_HF = Theory(xc="hf", basis="sto-3g")
 SMALL_MODEL = {"channels": [16, 8, 8], "num_layers": 2, "num_radial": 8, "radial_hidden": 16,

@@ -8,9 +8,10 @@ from ase.units import Bohr
 from e3nn import o3
 from pyscf import gto
 
-from ase_phisnet.basis import BasisLayout, _pyscf_angular_values, pyscf_from_e3nn
-from ase_phisnet.errors import UnsupportedElementError
-from ase_phisnet.reference import Theory, build_molecule, make_mean_field
+from ase_phisnet.core.basis import BasisLayout, _pyscf_angular_values, pyscf_from_e3nn
+from ase_phisnet.core.errors import UnsupportedElementError
+from ase_phisnet.core.molecule import build_molecule
+from ase_phisnet.data.reference import Theory, make_mean_field
 
 # A small closed-shell molecule holding every element the issue names (H, C, N, O, F, S); the
 # geometry is made up, not a minimum: only integrals and one SCF are computed on it.

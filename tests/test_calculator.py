@@ -16,7 +16,7 @@ from ase.calculators.fd import calculate_numerical_forces
 from ase.units import Bohr, fs
 from e3nn import o3
 
-from ase_phisnet.calculator import PhiSNetCalculator
+from ase_phisnet.interface.calculator import PhiSNetCalculator
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def methane_calc(small_potential):
 @pytest.fixture(scope="module")
 def water_exact_overlap_calc(small_potential, tmp_path_factory):
     """The water potential with S from the integrals (``exact_overlap``) instead of its head."""
-    from ase_phisnet.model import load_model, save_model, with_exact_overlap
+    from ase_phisnet.electronic.model import with_exact_overlap
+    from ase_phisnet.electronic.model_file import load_model, save_model
 
     path, _ = small_potential("H2O")
     exact = tmp_path_factory.mktemp("exact") / "exact_overlap.pt"
@@ -45,7 +46,8 @@ def water_exact_overlap_calc(small_potential, tmp_path_factory):
 @pytest.fixture(scope="module")
 def water_band_structure_calc(small_potential, tmp_path_factory):
     """The water potential with the band-structure energy model (no core H) and exact S."""
-    from ase_phisnet.model import load_model, reconfigured, save_model, with_exact_overlap
+    from ase_phisnet.electronic.model import reconfigured, with_exact_overlap
+    from ase_phisnet.electronic.model_file import load_model, save_model
 
     path, _ = small_potential("H2O")
     band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
@@ -176,7 +178,7 @@ def test_results_and_electronic_accessors(water_calc):
 def test_density_matrix_is_a_pyscf_initial_guess(water_calc):
     from pyscf import scf
 
-    from ase_phisnet.reference import build_molecule
+    from ase_phisnet.core.molecule import build_molecule
 
     atoms = molecule("H2O")
     atoms.calc = water_calc

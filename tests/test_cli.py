@@ -9,7 +9,7 @@ from ase.io import read
 from ase.units import Bohr
 
 from ase_phisnet.cli import main
-from ase_phisnet.dataset import HamiltonianDataset
+from ase_phisnet.data.dataset import HamiltonianDataset
 
 
 def test_generate_command_with_the_documented_flags(tmp_path, capsys):

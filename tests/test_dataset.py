@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ase_phisnet.dataset import DatasetWriter, HamiltonianDataset
+from ase_phisnet.data.dataset import DatasetWriter, HamiltonianDataset
 
 
 def test_splits_are_disjoint_complete_and_reproducible(water_file):

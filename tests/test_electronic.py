@@ -7,16 +7,17 @@ from ase.build import molecule
 from ase.units import Bohr
 from pyscf import gto, scf
 
-from ase_phisnet.electronic import (
+from ase_phisnet.electronic.eigensolver import (
     IllConditionedOverlapError,
     NoGapError,
-    band_energy_eh,
-    band_structure_energy_eh,
-    dipole_moment_e_bohr,
-    mulliken_charges,
-    nuclear_repulsion_eh,
     solve_closed_shell,
 )
+from ase_phisnet.electronic.energy import (
+    band_energy_eh,
+    band_structure_energy_eh,
+    nuclear_repulsion_eh,
+)
+from ase_phisnet.electronic.observables import dipole_moment_e_bohr, mulliken_charges
 
 
 @pytest.fixture(scope="module")

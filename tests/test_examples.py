@@ -83,7 +83,7 @@ def test_a_missing_potential_is_a_clear_error(tmp_path):
 
 
 def test_no_shipped_potential_for_the_molecule_is_a_clear_error(tmp_path):
-    """Without --model the default comes from ase_phisnet.potentials.default_potential; run from
+    """Without --model the default comes from ase_phisnet.interface.potentials.default_potential; run from
     another folder, so the script finds _common.py beside itself."""
     command = [sys.executable, str(EXAMPLES / "optimize.py"), "--molecule", "CH4", "--no-pyscf",
                "--out", str(tmp_path)]

@@ -1,4 +1,4 @@
-"""Exploring MD runs that stop where a potential leaves its data (ase_phisnet.explore)."""
+"""Exploring MD runs that stop where a potential leaves its data (ase_phisnet.interface.explore)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 
-from ase_phisnet.explore import (
+from ase_phisnet.interface.explore import (
     ExploreSettings,
     distance_envelope,
     envelope_excursion_ang,

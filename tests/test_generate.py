@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.errors import DatasetFileError, OpenShellError, UnknownMoleculeError
-from ase_phisnet.generate import generate_dataset
-from ase_phisnet.reference import Theory, compute_reference
-from ase_phisnet.sampling import SamplerConfig
+from ase_phisnet.core.errors import DatasetFileError, OpenShellError, UnknownMoleculeError
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.data.generate import generate_dataset
+from ase_phisnet.data.reference import Theory, compute_reference
+from ase_phisnet.data.sampling import SamplerConfig
 
 TINY_THEORY = Theory(xc="hf", basis="sto-3g")
 TINY_SAMPLER = SamplerConfig(kind="langevin", temperatures_k=(300.0, 500.0), seed=1,

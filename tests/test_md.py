@@ -10,7 +10,7 @@ from ase.io import read
 
 from ase_phisnet import PhiSNetCalculator
 from ase_phisnet.cli import main
-from ase_phisnet.md import MDSettings, energy_drift, run_md
+from ase_phisnet.interface.md import MDSettings, energy_drift, run_md
 
 
 def test_nve_with_the_trained_water_potential_conserves_energy():
@@ -58,7 +58,7 @@ def test_md_settings_are_validated():
 def test_initial_temperature_counts_the_real_degrees_of_freedom(ensemble, dof):
     from ase.units import kB
 
-    from ase_phisnet.md import degrees_of_freedom, initialize_velocities
+    from ase_phisnet.interface.md import degrees_of_freedom, initialize_velocities
 
     atoms = molecule("H2O")
     assert degrees_of_freedom(atoms, ensemble) == dof

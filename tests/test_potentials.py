@@ -13,9 +13,9 @@ from ase.units import Bohr, Hartree
 
 from ase_phisnet import PhiSNetCalculator, list_potentials
 from ase_phisnet.cli import main
-from ase_phisnet.errors import ModelFileError
-from ase_phisnet.potentials import potential_path
-from ase_phisnet.reference import Theory, compute_reference
+from ase_phisnet.core.errors import ModelFileError
+from ase_phisnet.data.reference import Theory, compute_reference
+from ase_phisnet.interface.potentials import potential_path
 
 SHIPPED = list_potentials()
 MOLECULES = {"water-pbe-def2svp": "H2O", "water-pbe-def2svp-orbitals": "H2O",
@@ -91,7 +91,7 @@ def test_loads_by_name_from_an_installed_wheel(tmp_path):
 
 
 def test_default_potential_by_chemical_formula():
-    from ase_phisnet.potentials import default_potential
+    from ase_phisnet.interface.potentials import default_potential
 
     assert default_potential(molecule("H2O")) == "water-pbe-def2svp"
     assert default_potential("H2O") == default_potential("OH2") == "water-pbe-def2svp"
@@ -112,10 +112,11 @@ def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path
     it lacks, and gives the metrics on an extra data file's own test split."""
     import shutil
 
-    from ase_phisnet.dataset import HamiltonianDataset
-    from ase_phisnet.evaluate import evaluate_model
-    from ase_phisnet.model import load_model, reconfigured, save_model, with_exact_overlap
-    from ase_phisnet.potentials import ship_potential
+    from ase_phisnet.data.dataset import HamiltonianDataset
+    from ase_phisnet.electronic.model import reconfigured, with_exact_overlap
+    from ase_phisnet.electronic.model_file import load_model, save_model
+    from ase_phisnet.interface.potentials import ship_potential
+    from ase_phisnet.training.evaluate import evaluate_model
 
     path, data = small_potential("H2O")
     band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
@@ -146,7 +147,7 @@ def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path
         shipped = json.load(handle)
     assert shipped["training"]["extra_data"] == [{"dataset": "hot.h5", "split": hot_split}]
     assert shipped["extra_metrics"]["hot.h5"]["n_geometries"] == 3
-    from ase_phisnet.evaluate import trained_test_split
+    from ase_phisnet.training.evaluate import trained_test_split
 
     dataset = HamiltonianDataset(data)
     with open(tmp_path / "out" / "water-band.pt.json") as handle:

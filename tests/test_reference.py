@@ -5,9 +5,9 @@ import pytest
 from ase.build import molecule
 from ase.units import Bohr, Hartree
 
-from ase_phisnet.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
-from ase_phisnet.pyscf_calculator import PySCFCalculator
-from ase_phisnet.reference import Theory, compute_reference
+from ase_phisnet.core.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
+from ase_phisnet.data.pyscf_calculator import PySCFCalculator
+from ase_phisnet.data.reference import Theory, compute_reference
 
 WATER = molecule("H2O")
 STO3G_HF = Theory(xc="hf", basis="sto-3g")

@@ -11,8 +11,8 @@ from ase.data import covalent_radii
 from ase.units import Bohr
 from scipy.spatial.transform import Rotation
 
-from ase_phisnet.model import ModelConfig, PhiSNet, reconfigured
-from ase_phisnet.repulsion import (
+from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
+from ase_phisnet.electronic.priors import (
     pair_switch,
     zbl_pair_energy_eh,
     zbl_repulsion_eh,
@@ -118,18 +118,18 @@ def test_invariant_under_rotation_translation_and_permutation():
 
 def test_the_model_adds_exactly_the_prior_and_refits_element_energies():
     torch.manual_seed(0)
-    model = PhiSNet(ModelConfig(elements=("H", "C", "O"), channels=(8, 4, 4, 2, 2),
+    model = PhiSNetModel(ModelConfig(elements=("H", "C", "O"), channels=(8, 4, 4, 2, 2),
                                 num_layers=1, energy_model="band_structure",
                                 exact_overlap=True, matrices=("hamiltonian",))).to(DTYPE)
     with torch.no_grad():
-        model.element_energy_eh.copy_(torch.tensor([-0.5, -37.8, -75.0]))
+        model.remainder.element_energy_eh.copy_(torch.tensor([-0.5, -37.8, -75.0]))
     with_prior = reconfigured(model, pair_repulsion="zbl")
-    assert not bool(with_prior.element_energy_eh.any())  # constants of the old model
+    assert not bool(with_prior.remainder.element_energy_eh.any())  # constants of the old model
     with torch.no_grad():
-        with_prior.element_energy_eh.copy_(model.element_energy_eh)
+        with_prior.remainder.element_energy_eh.copy_(model.remainder.element_energy_eh)
         z, positions = _distorted_ethanol()
-        plain = model(z, positions)["energy_correction_eh"]
-        prior = with_prior(z, positions)["energy_correction_eh"]
+        plain = model(z, positions)["remainder_energy_eh"]
+        prior = with_prior(z, positions)["remainder_energy_eh"]
     torch.testing.assert_close(prior - plain, zbl_repulsion_eh(z, positions))
     with pytest.raises(ValueError, match="pair_repulsion must be one of"):
         ModelConfig(pair_repulsion="lj")

@@ -5,8 +5,8 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from ase_phisnet.errors import UnknownMoleculeError
-from ase_phisnet.sampling import (
+from ase_phisnet.core.errors import UnknownMoleculeError
+from ase_phisnet.data.sampling import (
     SamplerConfig,
     harmonic_modes,
     make_cheap_calculator,
@@ -109,7 +109,7 @@ def test_stretch_one_bond_changes_that_bond_alone():
     (the far fragment moves rigidly). Benzene (a ring bond): both ends move, symmetric."""
     from ase.build import molecule
 
-    from ase_phisnet.sampling import covalent_bonds, stretch_one_bond
+    from ase_phisnet.data.sampling import covalent_bonds, stretch_one_bond
 
     for name in ("CH3CH2OH", "C6H6"):
         atoms = molecule(name)

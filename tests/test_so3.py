@@ -4,7 +4,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from ase_phisnet.so3 import wigner_D
+from ase_phisnet.core.so3 import wigner_D
 
 
 @pytest.mark.parametrize("l", range(6))

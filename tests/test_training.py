@@ -9,11 +9,11 @@ import torch
 import yaml
 
 from ase_phisnet.cli import main
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.evaluate import evaluate_model
-from ase_phisnet.model import load_model
-from ase_phisnet.training import train
-from ase_phisnet.training_config import TrainConfig
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training.evaluate import evaluate_model
+from ase_phisnet.training.loop import train
 
 TINY_MODEL = {"channels": [8, 4, 4], "num_layers": 1, "num_radial": 6, "radial_hidden": 8}
 
@@ -30,7 +30,7 @@ def tiny_config(water_file, output_dir, **optim):
 def test_huber_loss_is_the_square_near_zero_and_linear_far_out():
     """x = 0.5 and x = 10 (scaled errors): 2 huber(x, delta=1) + |x| is x^2 + |x| inside
     delta and 2 delta |x| - delta^2 + |x| beyond; delta = 0 keeps the plain square."""
-    from ase_phisnet.training import _scaled_error
+    from ase_phisnet.training.loop import _scaled_error
 
     sigma = torch.tensor(2.0, dtype=torch.float64)
     for x, robust in ((0.5, 0.25 + 0.5), (10.0, 19.0 + 10.0)):
@@ -85,7 +85,7 @@ def test_training_starts_on_a_file_still_being_generated(water_file, tmp_path, c
     afresh on the grown validation set."""
     import h5py
 
-    from ase_phisnet.evaluate import trained_test_split
+    from ase_phisnet.training.evaluate import trained_test_split
 
     finished = HamiltonianDataset(water_file)
     final_split = finished.split(1, 4, 2, 2, over_plan=True)
@@ -109,7 +109,7 @@ def test_training_starts_on_a_file_still_being_generated(water_file, tmp_path, c
     finished_copy = tmp_path / "finished.h5"  # generation finished (a new file: HDF5 would
     finished_copy.write_bytes(open(water_file, "rb").read())  # reuse a still-open handle)
     finished_copy.replace(data)
-    with caplog.at_level("INFO", logger="ase_phisnet.training"):
+    with caplog.at_level("INFO", logger="ase_phisnet.training.loop"):
         second = train(config(4), progress=False)
     assert "validation set changed (1 -> 2 records)" in caplog.text
     assert second.epochs == 4
@@ -156,7 +156,7 @@ def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file,
     one on the main file."""
     import shutil
 
-    from ase_phisnet.evaluate import trained_test_split
+    from ase_phisnet.training.evaluate import trained_test_split
 
     hot = tmp_path / "water_hot.h5"
     shutil.copy(water_file, hot)
@@ -255,7 +255,7 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     assert ("train_core_hamiltonian" in last) != band and ("core_hamiltonian" in after.heads) != band
     assert ("train_orbital_energies" in last) == band
     if band:  # a new energy model starts from zeroed element energies, refitted before training
-        assert bool(after.element_energy_eh.any())
+        assert bool(after.remainder.element_energy_eh.any())
     after_state = after.state_dict()
     changed = [not torch.equal(value, after_state[key])
                for key, value in before.state_dict().items() if key in after_state]
@@ -270,7 +270,7 @@ def test_evaluate_energy_and_force_metrics(small_potential):
     from ase import Atoms
     from ase.units import Bohr, Hartree
 
-    from ase_phisnet.calculator import PhiSNetCalculator
+    from ase_phisnet.interface.calculator import PhiSNetCalculator
 
     model_path, data_path = small_potential("H2O")
     model = load_model(model_path).double()
@@ -297,7 +297,7 @@ def test_orbital_energy_term_with_virtual_orbitals_matches_the_reference_spectru
     """With ``n_virtual`` the reference of the orbital-energy term is the lowest
     ``n_occ + n_virtual`` eigenvalues of the reference H C = S C eps, in the order the loss
     computes them."""
-    from ase_phisnet.training import load_matrix_data, lowest_orbital_energies
+    from ase_phisnet.training.loop import load_matrix_data, lowest_orbital_energies
 
     data = load_matrix_data(HamiltonianDataset(water_file), range(3),
                             ["hamiltonian", "overlap"], n_virtual=2)
@@ -315,9 +315,10 @@ def test_dipole_of_the_reference_density_is_the_stored_dipole(water_file):
     reference H and S they give PySCF's dipole of the record (neutral: the same about any
     origin), and a density with slightly too many electrons gives the same dipole wherever the
     molecule sits (about the origin 0 it would not)."""
-    from ase_phisnet.electronic import charge_center_bohr, dipole_moment_e_bohr, solve_closed_shell
-    from ase_phisnet.evaluate import _dipole_error_e_bohr
-    from ase_phisnet.training import load_matrix_data
+    from ase_phisnet.electronic.eigensolver import solve_closed_shell
+    from ase_phisnet.electronic.observables import charge_center_bohr, dipole_moment_e_bohr
+    from ase_phisnet.training.evaluate import _dipole_error_e_bohr
+    from ase_phisnet.training.loop import load_matrix_data
 
     dataset = HamiltonianDataset(water_file)
     data = load_matrix_data(dataset, range(3), ["hamiltonian", "overlap"],
@@ -336,7 +337,7 @@ def test_dipole_of_the_reference_density_is_the_stored_dipole(water_file):
     error = _dipole_error_e_bohr(orbitals, data.position_integrals[0].numpy(), record, n_occ)
     np.testing.assert_allclose(error, 0, atol=1e-6)
 
-    from ase_phisnet.integrals import position_integrals
+    from ase_phisnet.core.integrals import position_integrals
 
     far = positions[0] + torch.tensor([10.0, -7.0, 4.0], dtype=torch.float64)
     too_many = 1.001 * solution.density_matrix[0]
@@ -375,7 +376,7 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
 def test_every_shipped_training_config_is_valid(path):
     """The configs the model cards cite parse, and their model settings are ModelConfig
     fields (those of fine-tunes are applied by init_from, fresh ones build a model)."""
-    from ase_phisnet.model import ModelConfig
+    from ase_phisnet.electronic.model import ModelConfig
 
     config = TrainConfig.from_yaml(path)
     base = {"elements": ["H", "C", "O"]}

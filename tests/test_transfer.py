@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.errors import DatasetFileError
-from ase_phisnet.highlevel import EnergyData, coupled_cluster, generate_energies
-from ase_phisnet.model import load_model
-from ase_phisnet.transfer import (
+from ase_phisnet.core.errors import DatasetFileError
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.data.highlevel import EnergyData, coupled_cluster, generate_energies
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.training.transfer import (
     ENERGY_PATH_PARAMETERS,
     FineTuneConfig,
     fine_tune_energy_path,
@@ -42,7 +42,7 @@ def test_energy_file_resumes_and_refuses_other_geometries(tmp_path):
                 raise KeyboardInterrupt  # a run killed after its first geometry
             return -1.0, np.zeros((3, 3))
 
-        patch.setattr("ase_phisnet.highlevel.coupled_cluster", fake)
+        patch.setattr("ase_phisnet.data.highlevel.coupled_cluster", fake)
         with pytest.raises(KeyboardInterrupt):
             generate_energies(path, WATER_Z, geometries, "sto-3g", progress=False)
         assert EnergyData.read(path).complete.tolist() == [True, False]

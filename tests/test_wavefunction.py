@@ -9,8 +9,8 @@ from pyscf.tools import cubegen
 
 from ase_phisnet import PhiSNetCalculator
 from ase_phisnet.cli import main
-from ase_phisnet.reference import build_molecule
-from ase_phisnet.wavefunction import (
+from ase_phisnet.core.molecule import build_molecule
+from ase_phisnet.interface.wavefunction import (
     mean_field_from_atoms,
     model_theory,
     orbital_index,

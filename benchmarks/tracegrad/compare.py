@@ -17,10 +17,11 @@ import os
 
 import torch
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.evaluate import evaluate_model, trained_test_split
-from ase_phisnet.errors import ModelFileError
-from ase_phisnet.model import ModelConfig, PhiSNet, load_model
+from ase_phisnet.core.errors import ModelFileError
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
 RUNS = {"plain": "runs/tracegrad_benchmark/plain", "tracegrad": "runs/tracegrad_benchmark/tracegrad"}
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,10 +32,10 @@ def _load_matrices_model(path, meta):
     try:
         return load_model(path).to(torch.float64)
     except ModelFileError:
-        model = PhiSNet(ModelConfig.from_dict(meta["config"]))
+        model = PhiSNetModel(ModelConfig.from_dict(meta["config"]))
         state = torch.load(path, weights_only=True)["state_dict"]
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.startswith(("energy_mlp", "element_energy")) for k in missing)
+        assert not unexpected and all(k.startswith("remainder.") for k in missing)
         return model.to(torch.float64)
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr
 
-from ase_phisnet.reference import Theory, build_molecule, make_mean_field
+from ase_phisnet.core.molecule import build_molecule
+from ase_phisnet.data.reference import Theory, make_mean_field
 
 GUESSES = ("minao", "atom", "huckel", "1e")
 

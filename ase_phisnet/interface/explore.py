@@ -27,7 +27,12 @@ from ase import Atoms
 from ase.calculators.calculator import CalculationFailed
 from ase.units import Bohr
 
-from ase_phisnet.md import MDSettings, initialize_velocities, make_integrator, temperature_k
+from ase_phisnet.interface.md import (
+    MDSettings,
+    initialize_velocities,
+    make_integrator,
+    temperature_k,
+)
 
 STOP_REASONS = ("outside", "hot", "failed", "completed")
 

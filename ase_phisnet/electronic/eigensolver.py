@@ -33,9 +33,8 @@ comes from the eigendecomposition ``H' = C' diag(eps) C'^T`` that is computed an
 which again involves only occupied–virtual differences (finite at degenerate occupied
 orbitals). Four matrix products instead of the Newton iteration's ~10 solves and their backward.
 
-Energy (PhiSNet): ``E = E_nuc + 1/2 Tr[P (H_core + H)]``, i.e. ``E_nuc + sum_occ (eps_i +
-(C^T H_core C)_ii)`` over doubly occupied orbitals; exact for Hartree–Fock at convergence.
-Band-structure energy (DFTB's electronic term): ``Tr[P H] = 2 sum_occ eps_i``.
+The energies built from this solution are in :mod:`ase_phisnet.electronic.energy`, the
+observables (charges, dipole) in :mod:`ase_phisnet.electronic.observables`.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ase_phisnet.errors import PhiSNetError
+from ase_phisnet.core.errors import PhiSNetError
 
 
 class IllConditionedOverlapError(PhiSNetError, ValueError):
@@ -53,20 +52,6 @@ class IllConditionedOverlapError(PhiSNetError, ValueError):
 
 class NoGapError(PhiSNetError, ValueError):
     """The HOMO and LUMO are degenerate: the closed-shell ground state is not defined."""
-
-
-def nuclear_repulsion_eh(atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor):
-    """``sum_{i<j} Z_i Z_j / r_ij`` in Eh, shape ``positions.shape[:-2]``.
-
-    >>> z = torch.tensor([1, 1])
-    >>> float(nuclear_repulsion_eh(z, torch.tensor([[0., 0, 0], [0, 0, 1.4]], dtype=torch.float64)))
-    0.7142857142857143
-    """
-    charges = atomic_numbers.to(positions_bohr.dtype)
-    n = charges.shape[0]
-    i, j = torch.triu_indices(n, n, offset=1, device=positions_bohr.device)
-    distances = (positions_bohr[..., i, :] - positions_bohr[..., j, :]).norm(dim=-1)
-    return (charges[i] * charges[j] / distances).sum(-1)
 
 
 def cholesky_of_overlap(overlap: torch.Tensor, min_eigenvalue: float = 1e-6) -> torch.Tensor:
@@ -198,41 +183,3 @@ def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occup
         energy_weighted_density_matrix=2.0 * to_ao(weighted),
         n_occupied=n_occupied,
     )
-
-
-def band_energy_eh(solution: ClosedShellSolution, hamiltonian, core_hamiltonian):
-    """``1/2 Tr[P (H_core + H)]`` in Eh: the electronic energy of PhiSNet's energy model."""
-    return 0.5 * (solution.density_matrix * (core_hamiltonian + hamiltonian)).sum((-1, -2))
-
-
-def band_structure_energy_eh(solution: ClosedShellSolution, hamiltonian):
-    """``Tr[P H] = 2 sum_occ eps_i`` in Eh: the band-structure energy (as in DFTB).
-
-    Computed from the density matrix, whose derivative stays finite at degenerate occupied
-    orbitals; to first order it moves only with ``H`` (``Tr[P dH]``), never with ``P``.
-    """
-    return (solution.density_matrix * hamiltonian).sum((-1, -2))
-
-
-def mulliken_charges(density_matrix, overlap, atomic_numbers, ao_slices) -> torch.Tensor:
-    """Mulliken charges ``q_A = Z_A - sum_{mu in A} (P S)_{mu mu}`` in e, shape ``(..., A)``."""
-    populations = torch.diagonal(density_matrix @ overlap, dim1=-2, dim2=-1)
-    per_atom = torch.stack([populations[..., s].sum(-1) for s in ao_slices], dim=-1)
-    return atomic_numbers.to(per_atom.dtype) - per_atom
-
-
-def charge_center_bohr(atomic_numbers, positions_bohr) -> torch.Tensor:
-    """Centre of nuclear charge ``sum_A Z_A R_A / sum_A Z_A`` in Bohr, shape ``(..., 3)``."""
-    charges = atomic_numbers.to(positions_bohr.dtype)
-    return (charges[:, None] * positions_bohr).sum(-2) / charges.sum()
-
-
-def dipole_moment_e_bohr(density_matrix, dipole_integrals, atomic_numbers, positions_bohr,
-                         origin_bohr=None):
-    """``mu = sum_A Z_A (R_A - O) - Tr[P (r - O)]`` in e·Bohr about ``origin_bohr`` O
-    (``(..., 3)``, default 0); ``dipole_integrals ([B,] 3, nao, nao)`` are ``<μ| r - O |ν>``
-    (PySCF's ``int1e_r`` for O = 0; one set for all geometries, or one per geometry)."""
-    electronic = torch.einsum("...mn,...xnm->...x", density_matrix, dipole_integrals)
-    relative = positions_bohr if origin_bohr is None else positions_bohr - origin_bohr[..., None, :]
-    nuclear = (atomic_numbers.to(positions_bohr.dtype)[:, None] * relative).sum(-2)
-    return nuclear - electronic

@@ -1,7 +1,7 @@
 """High-level reference energies and forces (PySCF coupled cluster) for transfer learning.
 
 A PhiSNet potential trained on DFT Hamiltonians can have its energy path fine-tuned on a few
-hundred energies and forces of a better method (:mod:`ase_phisnet.transfer`). This module makes
+hundred energies and forces of a better method (:mod:`ase_phisnet.training.transfer`). This module makes
 those references:
 
 * ``"ccsd(t)"``: RHF -> CCSD -> (T), all electrons, energy ``E_CCSD(T)`` and analytic forces
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ase_phisnet.errors import DatasetFileError, SCFNotConvergedError
-from ase_phisnet.reference import build_molecule
+from ase_phisnet.core.errors import DatasetFileError, SCFNotConvergedError
+from ase_phisnet.core.molecule import build_molecule
 
 FORMAT, FORMAT_VERSION = "ase-phisnet-energies", 1
 METHODS = ("ccsd(t)", "ccsd")

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ase_phisnet.errors import DatasetFileError
-from ase_phisnet.reference import ReferenceRecord, Theory
+from ase_phisnet.core.errors import DatasetFileError
+from ase_phisnet.data.reference import ReferenceRecord, Theory
 
 FORMAT_NAME = "ase-phisnet-dataset"
 FORMAT_VERSION = 1

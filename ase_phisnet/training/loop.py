@@ -33,24 +33,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ase_phisnet.dataset import DatasetSplit, HamiltonianDataset
-from ase_phisnet.electronic import (
-    charge_center_bohr,
-    dipole_moment_e_bohr,
-    orthogonalized,
-    solve_closed_shell,
-)
-from ase_phisnet.errors import PhiSNetError
-from ase_phisnet.integrals import position_integrals
-from ase_phisnet.model import (
-    ModelConfig,
-    PhiSNet,
-    load_model,
-    reconfigured,
-    save_model,
-)
-from ase_phisnet.potential import energy_from_outputs
-from ase_phisnet.training_config import TrainConfig
+from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.core.integrals import position_integrals
+from ase_phisnet.data.dataset import DatasetSplit, HamiltonianDataset
+from ase_phisnet.electronic.eigensolver import orthogonalized, solve_closed_shell
+from ase_phisnet.electronic.energy import energy_from_outputs
+from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
+from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.electronic.observables import charge_center_bohr, dipole_moment_e_bohr
+from ase_phisnet.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -116,7 +107,7 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
                      with_position_integrals: bool = False, n_virtual: int = 0) -> MatrixData:
     """Read records at ``positions`` of ``dataset`` into float64 tensors; with
     ``with_position_integrals`` also ``<μ| r - R_c |ν>`` of each geometry (dipole loss,
-    :func:`~ase_phisnet.integrals.position_integrals`); ``n_virtual``: also the energies of the
+    :func:`~ase_phisnet.core.integrals.position_integrals`); ``n_virtual``: also the energies of the
     lowest ``n_virtual`` virtual orbitals."""
     records = [dataset[int(p)] for p in positions]
     if not records:
@@ -143,7 +134,7 @@ def load_matrix_data(dataset: HamiltonianDataset, positions, names,
     )
 
 
-def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
+def block_norms(matrix: torch.Tensor, model: PhiSNetModel, atomic_numbers) -> tuple:
     """``|M_b|_F`` of every atom block (B, A) and directed pair block (B, P) of ``(B, nao, nao)``."""
     slices = model.layout.ao_slices(atomic_numbers.tolist())
     indicator = torch.zeros(matrix.shape[-1], len(slices), dtype=matrix.dtype,
@@ -151,7 +142,7 @@ def block_norms(matrix: torch.Tensor, model: PhiSNet, atomic_numbers) -> tuple:
     for atom, ao in enumerate(slices):
         indicator[ao, atom] = 1.0
     squared = indicator.T @ matrix.pow(2) @ indicator  # (B, A, A)
-    src, dst, _ = model._pairs(atomic_numbers, matrix.device)
+    src, dst = model.network.pairs(atomic_numbers, matrix.device)
     norms = squared.clamp_min(0).sqrt()
     return torch.diagonal(norms, dim1=1, dim2=2), norms[:, src, dst]
 
@@ -236,7 +227,7 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def loss_scales(model: PhiSNet, train: MatrixData) -> dict[str, float]:
+def loss_scales(model: PhiSNetModel, train: MatrixData) -> dict[str, float]:
     """Standard deviations of the training references that make each loss term dimensionless."""
     scales = {name: float(matrices.std()) for name, matrices in train.matrices.items()}
     scales["orbital_energies"] = float(train.occupied_energies_eh.std())
@@ -249,7 +240,7 @@ def loss_scales(model: PhiSNet, train: MatrixData) -> dict[str, float]:
     return scales
 
 
-def fit_onsite_offsets(model: PhiSNet, train: MatrixData) -> None:
+def fit_onsite_offsets(model: PhiSNetModel, train: MatrixData) -> None:
     """Set the predicted heads' on-site offsets to the training mean of the diagonal blocks."""
     numbers = train.atomic_numbers.tolist()
     slices = model.layout.ao_slices(numbers)
@@ -262,10 +253,10 @@ def fit_onsite_offsets(model: PhiSNet, train: MatrixData) -> None:
 
 
 @torch.no_grad()
-def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32) -> None:
+def fit_element_energies(model: PhiSNetModel, train: MatrixData, batch_size: int = 32) -> None:
     """Least-squares element constants ``e_Z`` so the model's mean energy error starts at zero."""
     n_occ = train.occupied_energies_eh.shape[-1]
-    model.element_energy_eh.zero_()
+    model.remainder.element_energy_eh.zero_()
     residuals = []
     for first in range(0, len(train), batch_size):
         batch = train.subset(torch.arange(first, min(first + batch_size, len(train))))
@@ -283,10 +274,10 @@ def fit_element_energies(model: PhiSNet, train: MatrixData, batch_size: int = 32
     species = model.species(train.atomic_numbers).cpu().numpy()
     counts = np.bincount(species, minlength=len(model.atomic_numbers)).astype(float)
     solution, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
-    model.element_energy_eh.copy_(torch.as_tensor(solution))
+    model.remainder.element_energy_eh.copy_(torch.as_tensor(solution))
 
 
-def _check_orbital_terms(config: TrainConfig, model: PhiSNet) -> None:
+def _check_orbital_terms(config: TrainConfig, model: PhiSNetModel) -> None:
     """Loss terms that solve ``H C = S C eps`` need H and an S (predicted or exact)."""
     wanted = [name for name in ("orbital_energies", "dipole") if getattr(config.loss, name) > 0]
     has = model.config.output_matrices
@@ -368,7 +359,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     if not config.init_from:
         fit_onsite_offsets(model, train_data)
     wants_energy = config.loss.energy > 0 or config.loss.forces > 0
-    if wants_energy and not bool(model.element_energy_eh.detach().any()):
+    if wants_energy and not bool(model.remainder.element_energy_eh.detach().any()):
         fit_element_energies(model, train_data.to("cpu", dtype))  # fresh or H-only model
     model.to(device=device, dtype=dtype)
     train_data, valid_data = train_data.to(device, dtype), valid_data.to(device, dtype)
@@ -494,7 +485,7 @@ def evaluate_loss(model, data: MatrixData, weights, scales, batch_size: int) -> 
     return total / count
 
 
-def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> PhiSNet:
+def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> PhiSNetModel:
     if config.init_from:
         model = load_model(config.init_from)
         logger.info("initialized from %s", config.init_from)
@@ -517,7 +508,7 @@ def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> Phi
     if values["basis"] != theory.basis:
         raise ValueError(f"model basis {values['basis']!r} differs from the dataset's "
                          f"{theory.basis!r}")
-    return PhiSNet(ModelConfig.from_dict(values)).to(dtype)
+    return PhiSNetModel(ModelConfig.from_dict(values)).to(dtype)
 
 
 def min_distance_bohr(positions_bohr: torch.Tensor) -> float:
@@ -546,7 +537,7 @@ def _training_metadata(config: TrainConfig, dataset, state: dict, split,
 
 
 def _split(dataset: HamiltonianDataset, sizes) -> DatasetSplit:
-    """``dataset``'s split by a :class:`~ase_phisnet.training_config.SplitConfig`."""
+    """``dataset``'s split by a :class:`~ase_phisnet.training.config.SplitConfig`."""
     return dataset.split(sizes.seed, sizes.n_train, sizes.n_validation, sizes.n_test,
                          over_plan=sizes.over_plan)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from ase_phisnet.errors import ModelFileError
+from ase_phisnet.core.errors import ModelFileError
 
 
 def _shipped():
@@ -22,7 +22,7 @@ def list_potentials() -> list[dict]:
     """Every shipped potential, sorted by name.
 
     Each entry: ``name``, ``xc``, ``basis``, ``elements``, ``metrics`` (the model card's
-    test-split metrics, :class:`ase_phisnet.evaluate.Metrics` fields) and ``card`` (the model
+    test-split metrics, :class:`ase_phisnet.training.evaluate.Metrics` fields) and ``card`` (the model
     card's text).
     """
     found = []
@@ -85,7 +85,7 @@ def default_potential(atoms_or_formula) -> str:
     ``atoms_or_formula``: an ASE ``Atoms`` or a chemical formula (``"H2O"``; any order of the
     elements, ``"CH3CH2OH"`` and ``"C2H6O"`` alike). Molecules are matched by formula alone, so
     isomers share a potential (dimethyl ether gets the ethanol one). Raises
-    :class:`~ase_phisnet.errors.ModelFileError`, naming what is shipped, when no shipped
+    :class:`~ase_phisnet.core.errors.ModelFileError`, naming what is shipped, when no shipped
     potential was trained on that formula.
     """
     from ase.formula import Formula
@@ -125,9 +125,9 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
     import torch
     import yaml
 
-    from ase_phisnet.dataset import HamiltonianDataset
-    from ase_phisnet.evaluate import evaluate_model, trained_test_split
-    from ase_phisnet.model import load_model, save_model
+    from ase_phisnet.data.dataset import HamiltonianDataset
+    from ase_phisnet.electronic.model_file import load_model, save_model
+    from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
     model = load_model(model_path).to(torch.float64)
     with open(model_path + ".json") as handle:
@@ -224,7 +224,7 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"TraceGrad {'on' if model.config.tracegrad else 'off'}; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters (float32 weights)",
         *([f"- pair repulsion prior: {model.config.pair_repulsion.upper()} screened nuclear "
-           "repulsion, switched off at the covalent radii sum (`ase_phisnet.repulsion`)"]
+           "repulsion, switched off at the covalent radii sum (`ase_phisnet.electronic.priors`)"]
           if model.config.pair_repulsion != "none" else []),
         "",
         "## Data",

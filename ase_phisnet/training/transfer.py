@@ -1,7 +1,7 @@
 """Transfer learning: fine-tune the energy path of a DFT-trained potential on a higher level.
 
 The model's energy is an electronic part plus ``sum_i (e_Z(i) + phi(x_i))``, e.g.
-``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.potential`). Fine-tuning on a
+``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.electronic.energy`). Fine-tuning on a
 few hundred coupled-cluster energies and forces keeps the network and its predicted matrices
 (still the DFT ones, so orbitals,
 charges and warm starts are unchanged) and trains only the *energy path beyond the matrices*:
@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ase_phisnet.model import PhiSNet
-from ase_phisnet.potential import energy_and_forces, predict_energies_forces
+from ase_phisnet.electronic.model import PhiSNetModel, energy_and_forces, predict_energies_forces
 
 log = logging.getLogger(__name__)
 
 #: Parameter-name prefixes of the energy path beyond the matrices.
-ENERGY_PATH_PARAMETERS = ("energy_mlp.", "element_energy_eh")
+ENERGY_PATH_PARAMETERS = ("remainder.",)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class FineTuneConfig:
             raise ValueError("epochs and batch_size must be >= 1, learning_rate > 0")
 
 
-def refit_element_energies(model: PhiSNet, atomic_numbers, positions_bohr, energy_eh) -> None:
+def refit_element_energies(model: PhiSNetModel, atomic_numbers, positions_bohr, energy_eh) -> None:
     """Shift ``e_Z`` by the least-squares per-element offset between the references and the
     model's energies (for one molecule: all offsets share one composition, so the minimum-norm
     solution spreads the mean offset over the elements in proportion to their counts)."""
@@ -60,14 +59,14 @@ def refit_element_energies(model: PhiSNet, atomic_numbers, positions_bohr, energ
     design = np.tile(counts, (len(predicted), 1))
     shift, *_ = np.linalg.lstsq(design, np.asarray(energy_eh) - predicted, rcond=None)
     with torch.no_grad():
-        model.element_energy_eh += torch.as_tensor(shift, dtype=model.element_energy_eh.dtype)
+        model.remainder.element_energy_eh += torch.as_tensor(shift, dtype=model.remainder.element_energy_eh.dtype)
 
 
 def _scaled(difference, sigma):
     return difference.pow(2).mean() / sigma**2 + difference.abs().mean() / sigma
 
 
-def fine_tune_energy_path(model: PhiSNet, atomic_numbers, train_positions_bohr, train_energy_eh,
+def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_bohr, train_energy_eh,
                           train_forces_eh_per_bohr, validation_positions_bohr,
                           validation_energy_eh, validation_forces_eh_per_bohr,
                           config: FineTuneConfig = FineTuneConfig()):

@@ -4,7 +4,7 @@ The PySCF calculations run on any :class:`concurrent.futures.Executor`: in this 
 (``workers=1``), on local processes (``workers > 1``), or on an executor the caller brings, such as
 a Dask cluster's ``distributed.Client(...).get_executor()``. Only the calling process writes the
 file; each finished record is flushed at once, so a run killed at any point resumes with exactly
-the geometries it had not finished (see :mod:`ase_phisnet.dataset`).
+the geometries it had not finished (see :mod:`ase_phisnet.data.dataset`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from ase.units import Bohr
 
-from ase_phisnet.basis import BasisLayout
-from ase_phisnet.dataset import DatasetWriter, new_metadata
-from ase_phisnet.errors import DatasetFileError, SCFNotConvergedError
-from ase_phisnet.reference import Theory, check_closed_shell, compute_reference
-from ase_phisnet.sampling import (
+from ase_phisnet.core.basis import BasisLayout
+from ase_phisnet.core.errors import DatasetFileError, SCFNotConvergedError
+from ase_phisnet.core.molecule import check_closed_shell
+from ase_phisnet.data.dataset import DatasetWriter, new_metadata
+from ase_phisnet.data.reference import Theory, compute_reference
+from ase_phisnet.data.sampling import (
     SamplerConfig,
     resolve_molecule,
     sample_geometries,

@@ -21,13 +21,13 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from ase_phisnet.layers import equivariant_linear
+from ase_phisnet.nn.layers import equivariant_linear
 
 
 def invariants(irreps: o3.Irreps, features: torch.Tensor) -> torch.Tensor:
     """Scalars as they are and squared norms of higher channels, shape ``(..., num_irreps)``.
 
-    ``features`` m-major (:mod:`ase_phisnet.layers`): per irrep type ``(2l+1, mul)``; the
+    ``features`` m-major (:mod:`ase_phisnet.nn.layers`): per irrep type ``(2l+1, mul)``; the
     invariants are ordered by type, then channel.
     """
     parts = []
@@ -59,7 +59,7 @@ class TraceGrad(nn.Module):
             self.pair_back.weight.zero_()
 
     def forward(self, atom, pair):
-        """Features m-major (:mod:`ase_phisnet.layers`). Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
+        """Features m-major (:mod:`ase_phisnet.nn.layers`). Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
 
         ``g`` is the total derivative: pair features depend on atom features, so the atom
         gradient includes the path through the pair invariants. ``PhiSNet`` runs this branch

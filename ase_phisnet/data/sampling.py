@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from ase import Atoms, units
 
-from ase_phisnet.errors import UnknownMoleculeError
+from ase_phisnet.core.errors import UnknownMoleculeError
 
 SamplerKind = Literal["langevin", "normal-modes", "file"]
 CheapCalculatorKind = Literal["auto", "gfn2", "pyscf"]
@@ -152,8 +152,8 @@ def make_cheap_calculator(kind: CheapCalculatorKind = "auto"):
         from tblite.ase import TBLite
 
         return TBLite(method="GFN2-xTB", verbosity=0)
-    from ase_phisnet.pyscf_calculator import PySCFCalculator
-    from ase_phisnet.reference import Theory
+    from ase_phisnet.data.pyscf_calculator import PySCFCalculator
+    from ase_phisnet.data.reference import Theory
 
     return PySCFCalculator(Theory(xc="hf", basis="sto-3g", conv_tol=1e-8))
 
@@ -280,12 +280,11 @@ def _counts_per_temperature(n: int, config: SamplerConfig) -> np.ndarray:
 
 def sample_langevin(atoms, calculator, n, temperature_k, rng, config, progress=True):
     """Snapshots (n, N, 3) Å of Langevin MD at ``temperature_k`` with ``calculator``."""
-    from ase.md.langevin import Langevin
+    from ase.constraints import FixCom
     from ase.md import velocitydistribution
+    from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, ZeroRotation
     from tqdm.auto import tqdm
-
-    from ase.constraints import FixCom
 
     atoms = atoms.copy()
     atoms.calc = calculator

@@ -1,4 +1,4 @@
-"""A thin ASE calculator over :func:`ase_phisnet.reference.compute_reference`.
+"""A thin ASE calculator over :func:`ase_phisnet.data.reference.compute_reference`.
 
 Used as the cheap PySCF level of the geometry samplers when tblite is not installed, and wherever
 a PySCF reference is wanted through ASE's interface (eV, Å, eV/Å at this boundary).
@@ -6,11 +6,11 @@ a PySCF reference is wanted through ASE's interface (eV, Å, eV/Å at this bound
 
 from __future__ import annotations
 
-from ase.calculators.calculator import Calculator, CalculationFailed, all_changes
+from ase.calculators.calculator import CalculationFailed, Calculator, all_changes
 from ase.units import Bohr, Hartree
 
-from ase_phisnet.errors import SCFNotConvergedError
-from ase_phisnet.reference import Theory, compute_reference
+from ase_phisnet.core.errors import SCFNotConvergedError
+from ase_phisnet.data.reference import Theory, compute_reference
 
 
 class PySCFCalculator(Calculator):

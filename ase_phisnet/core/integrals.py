@@ -27,7 +27,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ase_phisnet.electronic import charge_center_bohr
+from ase_phisnet.core.molecule import build_molecule
+
+
+def charge_center_bohr(atomic_numbers, positions_bohr) -> torch.Tensor:
+    """Centre of nuclear charge ``sum_A Z_A R_A / sum_A Z_A`` in Bohr, shape ``(..., 3)``."""
+    charges = atomic_numbers.to(positions_bohr.dtype)
+    return (charges[:, None] * positions_bohr).sum(-2) / charges.sum()
 
 
 class OverlapIntegrals:
@@ -37,8 +43,6 @@ class OverlapIntegrals:
     """
 
     def __init__(self, atomic_numbers, basis: str):
-        from ase_phisnet.reference import build_molecule
-
         self.atomic_numbers = np.asarray(atomic_numbers, dtype=int)
         n = len(self.atomic_numbers)
         # Closed-shell check of build_molecule is irrelevant to integrals: give it a charge
@@ -163,7 +167,7 @@ def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray
     of one molecule, ``R_c`` each geometry's centre of nuclear charge: ``(N, 3, nao, nao)``.
 
     For dipole moments of predicted density matrices about ``R_c``
-    (:func:`~ase_phisnet.electronic.dipole_moment_e_bohr` with ``origin_bohr=R_c``): a density
+    (:func:`~ase_phisnet.electronic.eigensolver.dipole_moment_e_bohr` with ``origin_bohr=R_c``): a density
     normalized against a predicted S holds slightly more or fewer than N electrons in the exact
     metric, and about ``R_c`` that error does not grow with the distance from the origin.
     """

@@ -12,7 +12,7 @@ Metrics (test split unless told otherwise):
   of an eigenvector is arbitrary, hence the absolute value; for degenerate orbitals the
   subspace is what is defined, so the metric under-reports there, as in the literature).
 
-For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.potential`):
+For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.electronic.energy`):
 
 * ``energy_mae_mev`` / ``energy_mae_kcal_mol``: total-energy MAE;
 * ``force_mae_mev_per_ang`` / ``force_mae_kcal_mol_per_ang``: MAE of all force components;
@@ -30,11 +30,11 @@ import scipy.linalg
 import torch
 from ase.units import Bohr, Debye, Hartree, kcal, mol
 
-from ase_phisnet.dataset import HamiltonianDataset
-from ase_phisnet.electronic import charge_center_bohr, dipole_moment_e_bohr
-from ase_phisnet.errors import PhiSNetError
-from ase_phisnet.integrals import position_integrals
-from ase_phisnet.model import PhiSNet
+from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.core.integrals import position_integrals
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.model import PhiSNetModel
+from ase_phisnet.electronic.observables import charge_center_bohr, dipole_moment_e_bohr
 
 MICRO = 1e6
 MEV_PER_EH = 1000 * Hartree
@@ -99,10 +99,10 @@ def occupied_orbitals(hamiltonian: np.ndarray, overlap: np.ndarray, n_occupied: 
     return eps[:n_occupied], coefficients[:, :n_occupied]
 
 
-def energy_force_errors(model: PhiSNet, records) -> tuple[np.ndarray, np.ndarray]:
+def energy_force_errors(model: PhiSNetModel, records) -> tuple[np.ndarray, np.ndarray]:
     """``(energy errors (B,) in Eh, force errors (B, A, 3) in Eh/Bohr)`` of records of one
     molecule, prediction minus reference, energies from the model's energy model."""
-    from ase_phisnet.potential import predict_energies_forces
+    from ase_phisnet.electronic.model import predict_energies_forces
 
     energy, forces = predict_energies_forces(
         model, torch.as_tensor(records[0].atomic_numbers),
@@ -113,7 +113,7 @@ def energy_force_errors(model: PhiSNet, records) -> tuple[np.ndarray, np.ndarray
 
 def _dipole_error_e_bohr(occupied_coefficients, r_integrals, record, n_occupied) -> np.ndarray:
     """Predicted minus reference dipole (3,) in e·Bohr, both about the centre of nuclear charge
-    (``r_integrals`` from :func:`~ase_phisnet.integrals.position_integrals`)."""
+    (``r_integrals`` from :func:`~ase_phisnet.core.integrals.position_integrals`)."""
     z = torch.as_tensor(record.atomic_numbers)
     positions = torch.as_tensor(record.positions_bohr)
     center = charge_center_bohr(z, positions)
@@ -138,7 +138,7 @@ def _energy_force_metrics(energy_errors, force_errors) -> dict:
     }
 
 
-def evaluate_model(model: PhiSNet, dataset: HamiltonianDataset, positions,
+def evaluate_model(model: PhiSNetModel, dataset: HamiltonianDataset, positions,
                    batch_size: int = 16, energies: bool | None = None) -> Metrics:
     """Metrics of ``model`` over the records at ``positions`` of ``dataset``.
 

@@ -13,7 +13,7 @@ expansion of irreps of degree ``L = |l1-l2| .. l1+l2``:
     B_{s_1 m_1, s_2 m_2} = \\sum_{L} \\sqrt{2L+1} \\sum_{M} C^{l_1 l_2 L}_{m_1 m_2 M} f^{(s_1 s_2 L)}_M
 
 This map is orthogonal and equivariant, ``B(R x) = D_{l_1}(R) B(x) D_{l_2}(R)^T``. Together with
-PySCF's change of basis ``Q`` (:mod:`ase_phisnet.basis`) it is one fixed matrix, so assembling all
+PySCF's change of basis ``Q`` (:mod:`ase_phisnet.core.basis`) it is one fixed matrix, so assembling all
 blocks of all matrices of a molecule is one matmul and one gather (no loop over atom pairs).
 """
 
@@ -27,8 +27,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from ase_phisnet.basis import BasisLayout, pyscf_from_e3nn
-from ase_phisnet.layers import equivariant_linear, mmajor_permutation
+from ase_phisnet.core.basis import BasisLayout, pyscf_from_e3nn
+from ase_phisnet.nn.layers import equivariant_linear, mmajor_permutation
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class MatrixHead(nn.Module):
     The module holds the parameters and fixed tables; :func:`predict_matrices` evaluates all
     heads of a model together. The parameters are laid out on the block irreps in e3nn's
     channel-major order (``onsite_offset``, ``component_irrep``); the network's features are
-    m-major (:mod:`ase_phisnet.layers`), so the m-major expansion and path index are the
+    m-major (:mod:`ase_phisnet.nn.layers`), so the m-major expansion and path index are the
     e3nn ones permuted by ``block_permutation``.
     """
 

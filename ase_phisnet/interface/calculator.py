@@ -23,11 +23,21 @@ from ase.calculators.calculator import (
 )
 from ase.units import Bohr, Hartree
 
-from ase_phisnet.electronic import charge_center_bohr, dipole_moment_e_bohr, mulliken_charges
-from ase_phisnet.errors import ModelFileError, OpenShellError, PhiSNetError, UnsupportedElementError
-from ase_phisnet.integrals import OverlapIntegrals
-from ase_phisnet.model import PhiSNet, load_model
-from ase_phisnet.potential import energy_and_forces, hessian, n_occupied_orbitals
+from ase_phisnet.core.errors import (
+    ModelFileError,
+    OpenShellError,
+    PhiSNetError,
+    UnsupportedElementError,
+)
+from ase_phisnet.core.integrals import OverlapIntegrals
+from ase_phisnet.electronic.energy import n_occupied_orbitals
+from ase_phisnet.electronic.model import PhiSNetModel, energy_and_forces, hessian
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.electronic.observables import (
+    charge_center_bohr,
+    dipole_moment_e_bohr,
+    mulliken_charges,
+)
 
 #: Conversions from the model's atomic units to ASE's units.
 EV_PER_EH = Hartree
@@ -47,7 +57,7 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     path = os.fspath(model)
     if os.path.exists(path):
         return path
-    from ase_phisnet.potentials import potential_path
+    from ase_phisnet.interface.potentials import potential_path
 
     return potential_path(path)
 
@@ -91,7 +101,7 @@ class PhiSNetCalculator(Calculator):
 
     @staticmethod
     def _load(model):
-        if isinstance(model, PhiSNet):
+        if isinstance(model, PhiSNetModel):
             return model, {}
         try:
             path = resolve_model_path(model)

@@ -19,7 +19,7 @@ A rigid rotation ``R`` of the molecule maps the AO matrices as
 
     H(R x) = D(R) H(x) D(R)^T,   D(R) = blockdiag_shells( Q_l D^l_e3nn(R) Q_l^T )
 
-(:meth:`BasisLayout.wigner_D`, with e3nn's D^l built in float64 by :mod:`ase_phisnet.so3`), which ``tests/test_basis.py`` checks against PySCF on rotated
+(:meth:`BasisLayout.wigner_D`, with e3nn's D^l built in float64 by :mod:`ase_phisnet.core.so3`), which ``tests/test_basis.py`` checks against PySCF on rotated
 molecules.
 """
 
@@ -34,8 +34,8 @@ from ase.data import atomic_numbers as ATOMIC_NUMBER_OF_SYMBOL
 from ase.data import chemical_symbols
 from e3nn import o3
 
-from ase_phisnet.errors import UnsupportedElementError
-from ase_phisnet.so3 import wigner_D
+from ase_phisnet.core.errors import UnsupportedElementError
+from ase_phisnet.core.so3 import wigner_D
 
 #: Highest angular momentum whose change of basis is derived and tested.
 MAX_SUPPORTED_L = 4

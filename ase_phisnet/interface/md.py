@@ -1,7 +1,7 @@
 """Molecular dynamics with a PhiSNet potential: ASE integrators, a per-step log, a summary.
 
 ``run_md`` drives ASE's velocity Verlet (NVE) or Langevin (NVT) integrator on any calculator
-that implements :class:`~ase_phisnet.calculator.PhiSNetCalculator`'s ``get_homo_lumo``, writes
+that implements :class:`~ase_phisnet.interface.calculator.PhiSNetCalculator`'s ``get_homo_lumo``, writes
 an ASE trajectory and a whitespace-separated log, and returns an :class:`MDSummary`.
 
 Log columns (one row per logged step, ASE units)::
@@ -26,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms, units
+from ase.constraints import FixCom
 from ase.io import Trajectory
 from ase.md.langevin import Langevin
-from ase.constraints import FixCom
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ase_phisnet._dataclasses import from_dict_checked
+from ase_phisnet.core._dataclasses import from_dict_checked
 
 OPTIMIZERS = ("adamw", "amsgrad")
 DTYPES = ("float32", "float64")
@@ -77,7 +77,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training`).
+    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training.loop`).
 
     ``virtual_orbitals``: how many of the lowest virtual orbital energies join the occupied ones
     in the orbital-energy term. With none, nothing holds the predicted LUMO where the reference

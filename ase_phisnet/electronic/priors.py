@@ -28,11 +28,14 @@ adds there. The molecule's prior is ``sum_{i<j} E_ij``.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from ase.data import covalent_radii
 from ase.units import Bohr
 
-PAIR_REPULSIONS = ("none", "zbl")
+PairRepulsionName = Literal["none", "zbl"]
+PAIR_REPULSIONS: tuple[str, ...] = get_args(PairRepulsionName)
 
 _ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
 _ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
@@ -79,3 +82,15 @@ def zbl_repulsion_eh(atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor)
     distances = (positions_bohr[..., j, :] - positions_bohr[..., i, :]).norm(dim=-1)
     z = atomic_numbers.to(positions_bohr.device)
     return zbl_pair_energy_eh(z[i], z[j], distances).sum(-1)
+
+
+def pair_repulsion_eh(name: str, z_src: torch.Tensor, z_dst: torch.Tensor,
+                      distance_bohr: torch.Tensor) -> torch.Tensor:
+    """The prior ``name`` (one of :data:`PAIR_REPULSIONS`) summed over a list of ordered pairs
+    in which every pair appears twice, ``(i, j)`` and ``(j, i)``: shape ``distance_bohr.shape[:-1]``
+    (Eh)."""
+    if name == "zbl":
+        return 0.5 * zbl_pair_energy_eh(z_src, z_dst, distance_bohr).sum(-1)
+    if name == "none":
+        return distance_bohr.new_zeros(distance_bohr.shape[:-1])
+    raise ValueError(f"pair_repulsion must be one of {PAIR_REPULSIONS}, got {name!r}")

@@ -1,0 +1,308 @@
+r"""The model: matrix network, exact integrals, electronic energy, learned remainder and priors.
+
+Atomic units (Eh, Bohr); matrices in PySCF's AO order. This is the one place where the energy
+of a geometry is composed:
+
+.. math::
+
+    E(R) = E_{el}[H(R), S(R)] + E_{rem}(R) + E_{prior}(R)
+
+- ``H`` (and core H, or a predicted S) from the matrix network :class:`~ase_phisnet.nn.network.PhiSNet`;
+  ``S`` exact from PySCF's integrals with ``exact_overlap`` (:mod:`ase_phisnet.core.integrals`);
+- ``E_el``: the electronic term of the chosen energy model (:data:`~ase_phisnet.electronic.energy.EnergyModelName`),
+  a function of the solution of ``H C = S C eps`` (:mod:`ase_phisnet.electronic.energy`);
+- ``E_rem``: the learned remainder (:mod:`ase_phisnet.electronic.remainder`) of the network's
+  invariant atom features;
+- ``E_prior``: a fixed pair repulsion (:mod:`ase_phisnet.electronic.priors`), or none.
+
+Forces are ``-dE/dR`` by autograd (:func:`energy_and_forces`), Hessians by double backward
+(:func:`hessian`). Files: :mod:`ase_phisnet.electronic.model_file`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ase_phisnet.core._dataclasses import from_dict_checked
+from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
+from ase_phisnet.electronic.energy import (
+    ENERGY_MODEL_MATRICES,
+    EnergyPrediction,
+    check_energy_model,
+    energy_from_outputs,
+    n_occupied_orbitals,
+)
+from ase_phisnet.electronic.priors import PAIR_REPULSIONS, pair_repulsion_eh
+from ase_phisnet.electronic.remainder import REMAINDERS, build_remainder
+from ase_phisnet.nn.network import MATRIX_NAMES, NetworkConfig, PhiSNet
+
+_NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of a :class:`PhiSNetModel`; saved beside the weights.
+
+    The network's fields are :class:`~ase_phisnet.nn.network.NetworkConfig`'s (basis,
+    elements, channels, max_degree, num_layers, num_radial, radial_hidden, cutoff_bohr,
+    avg_neighbors, matrices, tracegrad); the rest say how the energy is composed.
+
+    Attributes:
+        exact_overlap: Take S from PySCF's integrals (exact and differentiable twice in the
+            positions) instead of predicting it; ``matrices`` must then leave out ``overlap``.
+        energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
+            ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H), or
+            ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S).
+        remainder: The learned remainder (:mod:`ase_phisnet.electronic.remainder`).
+        energy_hidden: Hidden width of the remainder.
+        pair_repulsion: ``"zbl"`` adds a fixed short-range screened nuclear repulsion
+            (:mod:`ase_phisnet.electronic.priors`): a wall where atoms come closer than a bond,
+            which the data do not reach; ``"none"`` adds nothing.
+    """
+
+    basis: str = "def2-svp"
+    elements: tuple[str, ...] = ("H", "O")
+    channels: tuple[int, ...] = (32, 16, 16, 8, 8)
+    max_degree: int | None = None
+    num_layers: int = 3
+    num_radial: int = 16
+    radial_hidden: int = 32
+    cutoff_bohr: float = 10.0
+    avg_neighbors: float = 8.0
+    matrices: tuple[str, ...] = MATRIX_NAMES
+    tracegrad: bool = False
+    exact_overlap: bool = False
+    energy_model: str = "phisnet"
+    remainder: str = "atomwise"
+    energy_hidden: int = 32
+    pair_repulsion: str = "none"
+
+    def __post_init__(self):
+        network = self.network  # validates the network's fields
+        for name in ("elements", "channels", "matrices"):
+            object.__setattr__(self, name, getattr(network, name))
+        if self.exact_overlap and "overlap" in self.matrices:
+            raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
+                             "matrices")
+        check_energy_model(self.energy_model)
+        if self.remainder not in REMAINDERS:
+            raise ValueError(f"remainder must be one of {REMAINDERS}, got {self.remainder!r}")
+        if self.pair_repulsion not in PAIR_REPULSIONS:
+            raise ValueError(f"pair_repulsion must be one of {PAIR_REPULSIONS}, got "
+                             f"{self.pair_repulsion!r}")
+        if self.energy_hidden < 1:
+            raise ValueError(f"energy_hidden must be positive, got {self.energy_hidden}")
+
+    @property
+    def network(self) -> NetworkConfig:
+        """The matrix network's part of this config."""
+        return NetworkConfig(**{name: getattr(self, name) for name in _NETWORK_FIELDS})
+
+    @property
+    def output_matrices(self) -> frozenset[str]:
+        """Matrices the model outputs: the predicted ones, and S when it comes from the integrals."""
+        return frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
+
+    @property
+    def energy_matrices(self) -> frozenset[str]:
+        """Matrices the energy model needs."""
+        return frozenset(ENERGY_MODEL_MATRICES[self.energy_model])
+
+    @property
+    def predicts_energy(self) -> bool:
+        """Whether the model outputs every matrix its energy model needs."""
+        return self.energy_matrices <= self.output_matrices
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        return from_dict_checked(cls, values)
+
+
+class PhiSNetModel(nn.Module):
+    """The composed model (module docstring).
+
+    ``forward(atomic_numbers, positions_bohr)`` returns the matrices and
+    ``"remainder_energy_eh"``; :func:`predict_energy` adds the electronic term.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.network = PhiSNet(config.network)
+        self.remainder = build_remainder(config.remainder, len(self.network.atomic_numbers),
+                                         self.network.num_scalar_features, config.energy_hidden)
+        self._overlap_integrals = {}  # atomic numbers -> OverlapIntegrals (exact_overlap)
+
+    # The network's vocabulary, for training and evaluation.
+    @property
+    def layout(self):
+        return self.network.layout
+
+    @property
+    def atomic_numbers(self) -> list[int]:
+        return self.network.atomic_numbers
+
+    @property
+    def heads(self) -> nn.ModuleDict:
+        return self.network.heads
+
+    @property
+    def tracegrad(self):
+        return self.network.tracegrad
+
+    def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Model-element index of each atom; raises for elements the model does not know."""
+        return self.network.species(atomic_numbers)
+
+    def forward(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                return_invariants: bool = False,
+                twice_differentiable: bool = True) -> dict[str, torch.Tensor]:
+        """Matrices and the non-electronic energy of one molecule, or of a batch of geometries.
+
+        Args:
+            atomic_numbers: (A,) long.
+            positions_bohr: (A, 3) or (B, A, 3) float, may require grad.
+            return_invariants: also return the TraceGrad predictions.
+            twice_differentiable: False (force training only) lets an exact overlap skip its
+                second position derivatives (:func:`~ase_phisnet.core.integrals.exact_overlap`):
+                the outputs are then differentiable once in the positions, and in the
+                parameters through that first derivative; a second derivative in the
+                positions (a Hessian) silently misses the d²S/dR² terms.
+
+        Returns:
+            ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
+            AO order, the network's other outputs (:meth:`PhiSNet.forward
+            <ase_phisnet.nn.network.PhiSNet.forward>`), and ``"remainder_energy_eh"`` ([B,]):
+            the learned remainder plus the pair prior.
+        """
+        outputs = self.network(atomic_numbers, positions_bohr, return_invariants)
+        if self.config.exact_overlap:
+            positions = positions_bohr if positions_bohr.dim() == 3 else positions_bohr[None]
+            overlap = exact_overlap(self._integrals(atomic_numbers), positions,
+                                    twice_differentiable)
+            outputs["overlap"] = overlap if positions_bohr.dim() == 3 else overlap[0]
+        species = self.species(atomic_numbers)
+        energy = self.remainder(species, outputs["atom_scalars"])
+        if self.config.pair_repulsion != "none":
+            src, dst = self.network.pairs(atomic_numbers, positions_bohr.device)
+            z = atomic_numbers.to(positions_bohr.device)
+            energy = energy + pair_repulsion_eh(self.config.pair_repulsion, z[src], z[dst],
+                                                outputs["pair_distances_bohr"])
+        outputs["remainder_energy_eh"] = energy
+        return outputs
+
+    def _integrals(self, atomic_numbers: torch.Tensor) -> OverlapIntegrals:
+        """PySCF overlap integrals of a molecule (exact_overlap), cached per molecule."""
+        key = tuple(atomic_numbers.tolist())
+        if key not in self._overlap_integrals:
+            self._overlap_integrals[key] = OverlapIntegrals(key, self.config.basis)
+        return self._overlap_integrals[key]
+
+
+def predict_energy(model: PhiSNetModel, atomic_numbers: torch.Tensor,
+                   positions_bohr: torch.Tensor, charge: int = 0,
+                   derivative_order: int = 2) -> EnergyPrediction:
+    """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh.
+
+    The network runs in its parameters' dtype; the matrices are cast to the positions' dtype
+    for the eigensolver and energy (a float32 network with a float64 eigensolver is faster
+    and keeps the energy's derivative consistent at the float32 level of the matrices).
+    """
+    n_occupied = n_occupied_orbitals(atomic_numbers, charge)
+    network_dtype = next(model.parameters()).dtype
+    outputs = model(atomic_numbers, positions_bohr.to(network_dtype))
+    if network_dtype != positions_bohr.dtype:  # e.g. float32 network, float64 eigensolver
+        outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
+    return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
+                               derivative_order, model.config.energy_model)
+
+
+def energy_and_forces(model: PhiSNetModel, atomic_numbers: torch.Tensor,
+                      positions_bohr: torch.Tensor, charge: int = 0,
+                      create_graph: bool = False) -> tuple[EnergyPrediction, torch.Tensor]:
+    """``(prediction, forces (…, A, 3) in Eh/Bohr)`` with forces ``-dE/dR`` by autograd.
+
+    Without ``create_graph`` the forces are the last derivative taken, so the eigensolver's
+    first-order path is used; with it (force training, Hessians) the second-order one.
+    """
+    positions = positions_bohr.detach().requires_grad_(True)
+    with torch.enable_grad():
+        prediction = predict_energy(model, atomic_numbers, positions, charge,
+                                    derivative_order=2 if create_graph else 1)
+        (gradient,) = torch.autograd.grad(prediction.energy_eh.sum(), positions,
+                                          create_graph=create_graph)
+    return prediction, -gradient
+
+
+def hessian(model: PhiSNetModel, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+            charge: int = 0) -> torch.Tensor:
+    """``d^2E/dR^2`` of one geometry, shape ``(3A, 3A)`` in Eh/Bohr^2, by double backward."""
+    positions = positions_bohr.detach().requires_grad_(True)
+    with torch.enable_grad():
+        energy = predict_energy(model, atomic_numbers, positions, charge).energy_eh
+        (gradient,) = torch.autograd.grad(energy, positions, create_graph=True)
+        gradient = gradient.reshape(-1)
+        rows = [torch.autograd.grad(gradient[k], positions, retain_graph=True)[0].reshape(-1)
+                for k in range(gradient.shape[0])]
+    matrix = torch.stack(rows)
+    return 0.5 * (matrix + matrix.T)
+
+
+def predict_energies_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
+                            batch_size: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``(energies (n,) Eh, forces (n, N, 3) Eh/Bohr)`` of ``model`` for geometries of one
+    molecule, as NumPy float64."""
+    dtype = next(model.parameters()).dtype
+    energies, forces = [], []
+    for first in range(0, len(positions_bohr), batch_size):
+        xyz = torch.as_tensor(np.asarray(positions_bohr[first:first + batch_size]), dtype=dtype)
+        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz)
+        energies.append(prediction.energy_eh.detach().double().cpu().numpy())
+        forces.append(batch_forces.detach().double().cpu().numpy())
+    return np.concatenate(energies), np.concatenate(forces)
+
+
+def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
+    """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
+    ``exact_overlap``, ``energy_model``, ``pair_repulsion``, and ``matrices`` narrowed to a
+    subset (the dropped heads' weights are left out). Anything else would need weights the
+    model does not have. A new energy model or pair repulsion zeroes the element energies,
+    which training then refits."""
+    allowed = {"exact_overlap", "energy_model", "pair_repulsion", "matrices"}
+    if set(changes) - allowed:
+        raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
+                         f"{sorted(set(changes) - allowed)}")
+    if model.config.exact_overlap and changes.get("exact_overlap") is False:
+        raise ValueError("the model takes S from the integrals and has no trained S head; "
+                         "exact_overlap cannot be turned off")
+    config = dataclasses.replace(model.config, **changes)
+    dropped = set(model.config.matrices) - set(config.matrices)
+    if set(config.matrices) - set(model.config.matrices):
+        raise ValueError(f"{sorted(set(config.matrices) - set(model.config.matrices))}: the "
+                         "model has no trained head for these matrices")
+    copy = PhiSNetModel(config).to(next(model.parameters()).dtype)
+    state = {k: v for k, v in model.state_dict().items()
+             if not any(k.startswith(f"network.heads.{name}.") for name in dropped)}
+    copy.load_state_dict(state)
+    if (config.energy_model, config.pair_repulsion) != (model.config.energy_model,
+                                                        model.config.pair_repulsion):
+        with torch.no_grad():  # constants of the old energy model; training refits them
+            copy.remainder.element_energy_eh.zero_()
+    return copy
+
+
+def with_exact_overlap(model: PhiSNetModel) -> PhiSNetModel:
+    """A copy of ``model`` that takes S from the integrals (``exact_overlap``): the same weights
+    without the overlap head's."""
+    if model.config.exact_overlap:
+        return model
+    return reconfigured(model, exact_overlap=True, matrices=tuple(
+        name for name in model.config.matrices if name != "overlap"))
