@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -70,12 +71,15 @@ def _add_generate(subparsers) -> None:
         help="add Gaussian displacements of SIGMA Å to every coordinate (e.g. 0.1), so the "
         "data reach the bent and stretched geometries that MD may visit",
     )
+    parser.add_argument("--plan-only", action="store_true",
+                        help="sample and store the geometries, compute no reference; the same "
+                        "command without it computes them later")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=_run_generate)
 
 
 def _run_generate(args) -> int:
-    from ase_phisnet.data.generate import generate_dataset
+    from ase_phisnet.data.generate import generate_dataset, plan_dataset
     from ase_phisnet.data.reference import Theory
     from ase_phisnet.data.sampling import SamplerConfig
 
@@ -92,6 +96,11 @@ def _run_generate(args) -> int:
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.plan_only:
+        planned = plan_dataset(args.molecule, args.n, theory, sampler, args.out,
+                               progress=not args.no_progress)
+        print(f"{args.out}: {len(planned)} geometries planned, no reference computed")
+        return 0
     executor = None
     if args.dask_scheduler:
         try:
@@ -273,8 +282,9 @@ def _add_explore(subparsers) -> None:
         "them with 'ase-phisnet generate --sampler file --geometries FILE' and train on them.")
     parser.add_argument("--molecule", required=True, help="ASE name or structure file (start)")
     parser.add_argument("--model", required=True, help="shipped potential name or model file")
-    parser.add_argument("--data", nargs="+", required=True, metavar="H5",
-                        help="dataset file(s) whose geometries define the trusted distances")
+    parser.add_argument("--data", nargs="+", default=None, metavar="H5",
+                        help="dataset file(s) whose geometries define the trusted distances "
+                        "(default: the training domain recorded in the model file)")
     parser.add_argument("--out", required=True, help="structure file for the frames (.xyz)")
     parser.add_argument("--runs", type=int, default=8, help="trajectories (default: 8)")
     parser.add_argument("--steps", type=int, default=2000, help="most steps per trajectory")
@@ -294,13 +304,15 @@ def _add_explore(subparsers) -> None:
 
 
 def _run_explore(args) -> int:
-    import numpy as np
     from ase.io import write
+    from ase.units import Bohr
 
+    from ase_phisnet.core.domain import TrainingDomain
     from ase_phisnet.data.dataset import HamiltonianDataset
     from ase_phisnet.data.sampling import resolve_molecule
+    from ase_phisnet.electronic.model_file import training_domain
     from ase_phisnet.interface.calculator import PhiSNetCalculator
-    from ase_phisnet.interface.explore import ExploreSettings, distance_envelope, explore
+    from ase_phisnet.interface.explore import ExploreSettings, explore
 
     settings = ExploreSettings(
         runs=args.runs, steps=args.steps, temperature_k=args.temperature,
@@ -308,15 +320,21 @@ def _run_explore(args) -> int:
         frames_per_run=args.frames_per_run, distance_tolerance_ang=args.tolerance,
         max_temperature_factor=args.max_temperature_factor, seed=args.seed,
     )
-    positions = []
-    for path in args.data:
-        dataset = HamiltonianDataset(path)
-        positions.append(dataset.positions_bohr())
-        dataset.close()
     atoms = resolve_molecule(args.molecule)
     calculator = PhiSNetCalculator(model=args.model)
-    runs = explore(atoms, calculator, distance_envelope(np.concatenate(positions)), settings,
-                   progress=not args.no_progress)
+    if args.data:
+        domains = []
+        for path in args.data:
+            dataset = HamiltonianDataset(path)
+            domains.append(TrainingDomain.from_geometries(dataset.plan()[0],
+                                                          dataset.positions_bohr() * Bohr))
+            dataset.close()
+        domain = TrainingDomain.union(domains)
+    else:
+        domain = training_domain(calculator.metadata)
+        if domain is None:
+            raise ValueError(f"{args.model} records no training domain: pass --data")
+    runs = explore(atoms, calculator, domain, settings, progress=not args.no_progress)
     frames = [frame for run in runs for frame in run.frames]
     print(f"{'seed':>5} {'steps':>6} {'max T/K':>8}  stop")
     for run in runs:
@@ -370,6 +388,34 @@ def _run_cube(args) -> int:
     return 0
 
 
+def _add_ship(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ship",
+        help="package trained potentials with test metrics, training domain and model card",
+        description="Evaluate each trained model of a ship recipe (YAML: configs/ship_*.yaml) "
+        "on its recorded test split and write NAME.pt, NAME.pt.json (metrics, training domain) "
+        "and the model card NAME.md into the recipe's out_dir.",
+    )
+    parser.add_argument("recipe", help="ship recipe YAML file")
+    parser.add_argument("--only", default=None, metavar="NAME",
+                        help="ship only the potential called NAME")
+    parser.set_defaults(run=_run_ship)
+
+
+def _run_ship(args) -> int:
+    from ase_phisnet.training.ship import read_recipes, ship
+
+    recipes = read_recipes(args.recipe)
+    if args.only is not None:
+        recipes = [r for r in recipes if r.name == args.only]
+        if not recipes:
+            raise ValueError(f"{args.recipe} has no potential named {args.only!r}")
+    for recipe in recipes:
+        metrics = ship(recipe)
+        print(f"{recipe.out_dir}/{recipe.name}.pt: {json.dumps(metrics)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ase-phisnet", description="Learned Hamiltonians (PhiSNet) for ASE."
@@ -379,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_ship(subparsers)
     _add_potentials(subparsers)
     _add_md(subparsers)
     _add_explore(subparsers)

@@ -282,6 +282,12 @@ class HamiltonianDataset:
         (no reference arrays read)."""
         return self._file()["plan"]["positions_bohr"][()][self.indices]
 
+    def plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(atomic_numbers (N,), positions_bohr (n_planned, N, 3))``: every planned geometry,
+        computed or not."""
+        plan = self._file()["plan"]
+        return plan["atomic_numbers"][()], plan["positions_bohr"][()]
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handle"] = None

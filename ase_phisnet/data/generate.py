@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+import numpy as np
 from ase.units import Bohr
 
 from ase_phisnet.core.basis import BasisLayout
@@ -106,6 +107,15 @@ def _open_or_plan(molecule, n, theory, sampler, out, progress) -> DatasetWriter:
     return DatasetWriter.create_or_resume(
         out, metadata, atoms.numbers, positions_ang / Bohr, sample_temperatures(n, sampler)
     )
+
+
+def plan_dataset(molecule: str, n: int, theory: Theory, sampler: SamplerConfig,
+                 out: str | os.PathLike, progress: bool = True) -> np.ndarray:
+    """Sample and store the ``n`` geometries of a dataset without computing any reference
+    (or check an existing file's plan against these settings); :func:`generate_dataset` with the
+    same arguments later computes them. Returns the planned positions, ``(n, N, 3)`` Bohr."""
+    with _open_or_plan(molecule, n, theory, sampler, os.fspath(out), progress) as writer:
+        return writer.plan()[1]
 
 
 def generate_dataset(

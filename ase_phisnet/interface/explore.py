@@ -5,8 +5,9 @@ the coordinates the data miss: where the learned surface is too soft or falls aw
 heats up and the trajectory runs off. :func:`explore` runs several short Langevin trajectories
 (different seeds) and stops each at the first sign of this:
 
-* ``outside``: an interatomic distance ``r_ij`` leaves the range that atom pair ``(i, j)`` has
-  in the data (:func:`distance_envelope`) by more than ``distance_tolerance_ang``;
+* ``outside``: an interatomic distance leaves the range its element pair has in the data (the
+  :class:`~ase_phisnet.core.domain.TrainingDomain` that the calculator checks too) by more
+  than ``distance_tolerance_ang``;
 * ``hot``: the instantaneous temperature exceeds ``max_temperature_factor`` times the
   thermostat's. With ``f`` degrees of freedom, ``T`` fluctuates in equilibrium by a relative
   ``sqrt(2 / f)`` (0.29 for ethanol, ``f = 24``), so twice the target is a > 3 sigma event;
@@ -22,11 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import CalculationFailed
-from ase.units import Bohr
 
+from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.interface.md import (
     MDSettings,
     initialize_velocities,
@@ -94,56 +94,33 @@ class ExploreRun:
     frames: list[Atoms] = field(default_factory=list)
 
 
-def pair_distances_ang(positions_ang: np.ndarray) -> np.ndarray:
-    """Distances ``r_ij`` (Å) of every atom pair ``i < j``, shape ``(..., N (N - 1) / 2)``."""
-    i, j = np.triu_indices(positions_ang.shape[-2], k=1)
-    return np.linalg.norm(positions_ang[..., i, :] - positions_ang[..., j, :], axis=-1)
-
-
-def distance_envelope(positions_bohr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest ``r_ij`` (Å) of each atom pair ``i < j`` over geometries
-    ``positions_bohr`` (n, N, 3), the atoms in the same order in every geometry."""
-    distances = pair_distances_ang(np.asarray(positions_bohr) * Bohr)
-    return distances.min(axis=0), distances.max(axis=0)
-
-
-def envelope_excursion_ang(positions_ang: np.ndarray, envelope) -> tuple[float, tuple]:
-    """How far (Å) the geometry's farthest-out distance lies outside ``envelope``, and its
-    atom pair; ``0`` when every distance is inside."""
-    low, high = envelope
-    i, j = np.triu_indices(positions_ang.shape[0], k=1)
-    distances = np.linalg.norm(positions_ang[i] - positions_ang[j], axis=-1)
-    excess = np.maximum(low - distances, distances - high)
-    worst = int(np.argmax(excess))
-    return max(float(excess[worst]), 0.0), (int(i[worst]), int(j[worst]))
-
-
-def explore(atoms: Atoms, calculator, envelope, settings: ExploreSettings,
+def explore(atoms: Atoms, calculator, domain: TrainingDomain, settings: ExploreSettings,
             progress: bool = True) -> list[ExploreRun]:
     """Run ``settings.runs`` Langevin trajectories of ``atoms`` on ``calculator`` from the same
     start, each until a stop rule fires (module docstring) or ``settings.steps`` have run.
 
-    ``envelope``: ``(low, high)`` pair-distance ranges in Å, from :func:`distance_envelope`.
-    The start geometry must lie inside it. Returns one :class:`ExploreRun` per trajectory;
+    ``domain``: the data's element-pair distance ranges (e.g. the model's recorded domain,
+    or ``TrainingDomain.from_geometries`` of data files). The start geometry must lie inside
+    it. Returns one :class:`ExploreRun` per trajectory;
     completed runs keep no frames.
     """
     from tqdm.auto import tqdm
 
-    start_excursion, _ = envelope_excursion_ang(atoms.positions, envelope)
+    start_excursion, _ = domain.excursion_ang(atoms.numbers, atoms.positions)
     if start_excursion > settings.distance_tolerance_ang:
         raise ValueError(f"the start geometry is already {start_excursion:.3f} Å outside the "
                          "data's distance ranges; start from a geometry the data cover")
     results = []
     bar = tqdm(total=settings.runs, unit="run", desc="explore", disable=not progress)
     for k in range(settings.runs):
-        results.append(_explore_one(atoms, calculator, envelope, settings, settings.seed + k))
+        results.append(_explore_one(atoms, calculator, domain, settings, settings.seed + k))
         bar.update(1)
         bar.set_postfix_str(f"last: {results[-1].stop_reason} at {results[-1].steps_run}")
     bar.close()
     return results
 
 
-def _explore_one(start: Atoms, calculator, envelope, settings: ExploreSettings,
+def _explore_one(start: Atoms, calculator, domain: TrainingDomain, settings: ExploreSettings,
                  seed: int) -> ExploreRun:
     atoms = start.copy()
     atoms.calc = calculator
@@ -164,12 +141,10 @@ def _explore_one(start: Atoms, calculator, envelope, settings: ExploreSettings,
         recent = (recent + [_bare_copy(atoms)])[-settings.frames_per_run:]
         temperature = temperature_k(atoms, md.ensemble)
         max_temperature = max(max_temperature, temperature)
-        excursion, (i, j) = envelope_excursion_ang(atoms.positions, envelope)
-        if excursion > settings.distance_tolerance_ang:
-            symbols = atoms.get_chemical_symbols()
-            reason = "outside"
-            detail = (f"r({symbols[i]}{i}-{symbols[j]}{j}) = {atoms.get_distance(i, j):.3f} Å, "
-                      f"{excursion:.3f} Å outside the data")
+        outside = domain.violations(atoms.numbers, atoms.positions,
+                                    settings.distance_tolerance_ang)
+        if outside:
+            reason, detail = "outside", "; ".join(outside)
             break
         if temperature > settings.max_temperature_factor * settings.temperature_k:
             reason, detail = "hot", f"T = {temperature:.0f} K"
