@@ -6,7 +6,7 @@ first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ase_phisnet.core.version import __version__
 
 __all__ = ["PhiSNetCalculator", "list_potentials", "__version__"]
 

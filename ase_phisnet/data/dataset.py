@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ase_phisnet.core.errors import DatasetFileError
+from ase_phisnet.core.version import __version__
 from ase_phisnet.data.reference import ReferenceRecord, Theory
 
 FORMAT_NAME = "ase-phisnet-dataset"
@@ -63,8 +64,6 @@ class DatasetMetadata:
 
 def new_metadata(molecule: str, theory: Theory, sampler: dict, n_planned: int) -> DatasetMetadata:
     import pyscf
-
-    from ase_phisnet import __version__
 
     return DatasetMetadata(
         molecule=molecule,

@@ -66,7 +66,7 @@ def training_domain(meta: dict) -> TrainingDomain | None:
         raise ModelFileError(f"model metadata: {error}") from None
 
 
-def _state_dict_v2(state: dict, version: int) -> dict:
+def upgraded_state_dict(state: dict, version: int) -> dict:
     """A state dict in version 2's layout (module docstring)."""
     if version >= 2:
         return state
@@ -100,7 +100,7 @@ def load_model_file(path, map_location="cpu") -> tuple[PhiSNetModel, dict]:
         raise ModelFileError(f"{path}: unreadable or corrupt weights ({error})") from None
     model = PhiSNetModel(config).to(dtype)
     try:
-        model.load_state_dict(_state_dict_v2(state, int(meta["format_version"])))
+        model.load_state_dict(upgraded_state_dict(state, int(meta["format_version"])))
     except RuntimeError as error:
         raise ModelFileError(f"{path}: weights do not match the config ({error})") from None
     return model, meta

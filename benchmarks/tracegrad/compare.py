@@ -20,7 +20,7 @@ import torch
 from ase_phisnet.core.errors import ModelFileError
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
-from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.electronic.model_file import load_model, upgraded_state_dict
 from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
 RUNS = {"plain": "runs/tracegrad_benchmark/plain", "tracegrad": "runs/tracegrad_benchmark/tracegrad"}
@@ -33,7 +33,8 @@ def _load_matrices_model(path, meta):
         return load_model(path).to(torch.float64)
     except ModelFileError:
         model = PhiSNetModel(ModelConfig.from_dict(meta["config"]))
-        state = torch.load(path, weights_only=True)["state_dict"]
+        state = upgraded_state_dict(torch.load(path, weights_only=True)["state_dict"],
+                                    meta["format_version"])
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected and all(k.startswith("remainder.") for k in missing)
         return model.to(torch.float64)
