@@ -1,6 +1,7 @@
 """What is left for the energy correction when the matrices come from a trained model?
 
-PhiSNet's energy is ``E = E_nuc + 1/2 Tr[P (H_core + H)] + E_corr`` (docs/energy_models.md), ``P`` the density matrix of ``H C = S C eps``. With the exact matrices the residual
+PhiSNet's energy is ``E = E_nuc + 1/2 Tr[P (H_core + H)] + E_corr`` (docs/energy_models.md), ``P``
+the density matrix of ``H C = S C eps``. With the exact matrices the residual
 ``E_ref - E_nuc - 1/2 Tr[P (H_core + H)]`` is a smooth function of the geometry that a small
 atomwise correction ``E_corr`` can learn. With predicted matrices the residual also carries the
 matrices' errors, weighted by the large core-Hamiltonian elements. This script measures the

@@ -6,8 +6,8 @@ from the 'minao' (PySCF's default), 'atom' and 'huckel' guesses and from the pot
 predicted density matrix; report SCF iterations, wall time (the warm start includes the model
 call) and the largest difference of the converged energies.
 
-    python benchmarks/warm_start.py --model water-pbe-def2svp-orbitals --data data/water_pbe_def2svp.h5 \\
-        [--n 20] [--out benchmarks/results]
+    python benchmarks/warm_start.py --model water-pbe-def2svp-orbitals \\
+        --data data/water_pbe_def2svp.h5 [--n 20] [--out benchmarks/results]
 
 Writes ``warm_start_<model>.json`` and ``warm_start_<model>.png``.
 """

@@ -1,11 +1,12 @@
 """NVE water: does the PhiSNet potential conserve the total energy over 10 ps?
 
 Velocity Verlet (0.5 fs) from Maxwell–Boltzmann velocities at 300 K, through
-``ase_phisnet.interface.md.run_md``. Prints the total-energy drift (slope of a line fitted to E_tot(t), in
-eV/atom/ps) and fluctuation (standard deviation about that line, eV/atom), and saves
+``ase_phisnet.interface.md.run_md``. Prints the total-energy drift (slope of a line fitted to
+E_tot(t), in eV/atom/ps) and fluctuation (standard deviation about that line, eV/atom), and saves
 
     energy_conservation.png   E_tot - E_tot(0) per atom against time, with the fitted line
-    md_overview.png           energies, temperature and HOMO–LUMO gap (ase_phisnet.interface.md.plot_log)
+    md_overview.png           energies, temperature and HOMO–LUMO gap
+                              (ase_phisnet.interface.md.plot_log)
     nve.traj, nve.log         ASE trajectory and per-step log (every --log-interval steps)
     results.json              settings and the numbers printed
 

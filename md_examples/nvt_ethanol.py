@@ -14,8 +14,8 @@ Run (2 ps with the shipped ethanol-pbe-def2svp, ~3 min on one CPU thread):
     python md_examples/nvt_ethanol.py
     python md_examples/nvt_ethanol.py --molecule H2O --model water-pbe-def2svp
 
-The reported temperature is 2 E_kin / ((3N - 3) k_B): the centre of mass is fixed, so the
-thermostat acts on 3N - 3 degrees of freedom and the mean settles at its T (ase_phisnet.interface.md).
+The reported temperature is 2 E_kin / ((3N - 3) k_B): the centre of mass is fixed, so the thermostat
+acts on 3N - 3 degrees of freedom and the mean settles at its T (ase_phisnet.interface.md).
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def geometry_table(results_by_method: dict, atoms, bonds, angles) -> list[dict]:
     rows = []
     for i, j in bonds:
         rows.append({"kind": "bond", "atoms": label(i, j), "unit": "Å",
-                     **{name: float(a.get_distance(i, j)) for name, a in results_by_method.items()}})
+                     **{name: float(a.get_distance(i, j))
+                        for name, a in results_by_method.items()}})
     for i, centre, k in angles:
         rows.append({"kind": "angle", "atoms": label(i, centre, k), "unit": "deg",
                      **{name: float(a.get_angle(i, centre, k))

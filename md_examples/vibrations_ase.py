@@ -225,9 +225,11 @@ def main(argv=None) -> dict:
         "settings": _common.settings(args),
         "geometry": geometry, "symmetry_number": symmetry_number,
         "optimizations": optimizations, "timings_s": timings,
-        "frequencies_cm": {name: np.asarray(values).tolist() for name, values in frequencies.items()},
+        "frequencies_cm": {name: np.asarray(values).tolist()
+                           for name, values in frequencies.items()},
         "mean_abs_difference_cm": differences,
-        "gibbs_free_energy_ev": free_energies, "gibbs_minus_potential_energy_ev": thermal_corrections,
+        "gibbs_free_energy_ev": free_energies,
+        "gibbs_minus_potential_energy_ev": thermal_corrections,
     }
     _common.write_results(results, args.out)
     print(f"wrote {args.out}")

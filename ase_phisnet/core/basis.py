@@ -19,8 +19,8 @@ A rigid rotation ``R`` of the molecule maps the AO matrices as
 
     H(R x) = D(R) H(x) D(R)^T,   D(R) = blockdiag_shells( Q_l D^l_e3nn(R) Q_l^T )
 
-(:meth:`BasisLayout.wigner_D`, with e3nn's D^l built in float64 by :mod:`ase_phisnet.core.so3`), which ``tests/test_basis.py`` checks against PySCF on rotated
-molecules.
+(:meth:`BasisLayout.wigner_D`, with e3nn's D^l built in float64 by :mod:`ase_phisnet.core.so3`),
+which ``tests/core/test_basis.py`` checks against PySCF on rotated molecules.
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ class BasisLayout:
         return [shell.l for z in atomic_numbers for shell in self.element(z).shells]
 
     def change_of_basis(self, atomic_numbers, dtype=torch.float64) -> torch.Tensor:
-        """Block-diagonal orthogonal ``Q`` of shape ``(nao, nao)`` with ``H_pyscf = Q H_e3nn Q^T``."""
+        """Block-diagonal orthogonal ``Q`` of shape ``(nao, nao)`` with
+        ``H_pyscf = Q H_e3nn Q^T``."""
         blocks = [pyscf_from_e3nn(l, dtype) for l in self.shell_ls(atomic_numbers)]
         return torch.block_diag(*blocks)
 

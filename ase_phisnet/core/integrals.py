@@ -167,9 +167,9 @@ def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray
     of one molecule, ``R_c`` each geometry's centre of nuclear charge: ``(N, 3, nao, nao)``.
 
     For dipole moments of predicted density matrices about ``R_c``
-    (:func:`~ase_phisnet.electronic.eigensolver.dipole_moment_e_bohr` with ``origin_bohr=R_c``): a density
-    normalized against a predicted S holds slightly more or fewer than N electrons in the exact
-    metric, and about ``R_c`` that error does not grow with the distance from the origin.
+    (:func:`~ase_phisnet.electronic.observables.dipole_moment_e_bohr` with ``origin_bohr=R_c``): a
+    density normalized against a predicted S holds slightly more or fewer than N electrons in the
+    exact metric, and about ``R_c`` that error does not grow with the distance from the origin.
     """
     integrals = OverlapIntegrals(atomic_numbers, basis)
     return np.stack([integrals.position_about_charge_center(p) for p in positions_bohr])

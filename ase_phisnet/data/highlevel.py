@@ -1,8 +1,8 @@
 """High-level reference energies and forces (PySCF coupled cluster) for transfer learning.
 
 A PhiSNet potential trained on DFT Hamiltonians can have its energy path fine-tuned on a few
-hundred energies and forces of a better method (:mod:`ase_phisnet.training.transfer`). This module makes
-those references:
+hundred energies and forces of a better method (:mod:`ase_phisnet.training.transfer`). This module
+makes those references:
 
 * ``"ccsd(t)"``: RHF -> CCSD -> (T), all electrons, energy ``E_CCSD(T)`` and analytic forces
   ``-dE_CCSD(T)/dR`` from PySCF's CCSD(T) gradients (``pyscf.grad.ccsd_t``) with the

@@ -55,7 +55,8 @@ class NoGapError(PhiSNetError, ValueError):
 
 
 def cholesky_of_overlap(overlap: torch.Tensor, min_eigenvalue: float = 1e-6) -> torch.Tensor:
-    """Lower Cholesky factor of ``S``; raises if ``S`` has an eigenvalue below ``min_eigenvalue``."""
+    """Lower Cholesky factor of ``S``; raises if ``S`` has an eigenvalue below
+    ``min_eigenvalue``."""
     smallest = torch.linalg.eigvalsh(overlap.detach()).min()
     if not bool(smallest > min_eigenvalue):
         raise IllConditionedOverlapError(

@@ -1,13 +1,14 @@
 r"""The energy models: the electronic term of the total energy, from the predicted matrices.
 
 Atomic units (Eh, Bohr). For a closed shell with ``n_occ = (sum Z - charge) / 2`` doubly occupied
-orbitals of ``H C = S C eps`` (predicted matrices, :mod:`ase_phisnet.electronic.eigensolver`), the model's
-``energy_model`` (:data:`EnergyModelName`, chosen in
+orbitals of ``H C = S C eps`` (predicted matrices, :mod:`ase_phisnet.electronic.eigensolver`), the
+model's ``energy_model`` (:data:`EnergyModelName`, chosen in
 :class:`~ase_phisnet.electronic.model.ModelConfig`) is one of
 
 .. math::
 
-    E_{phisnet} = E_{nuc} + \tfrac12 \mathrm{Tr}[P (H_{core} + H)] + \sum_i \big(e_{Z_i} + \phi(x_i)\big)
+    E_{phisnet} = E_{nuc} + \tfrac12 \mathrm{Tr}[P (H_{core} + H)]
+                  + \sum_i \big(e_{Z_i} + \phi(x_i)\big)
 
     E_{band\_structure} = \mathrm{Tr}[P H] + \sum_i \big(e_{Z_i} + \phi(x_i)\big)
 
@@ -27,8 +28,8 @@ stationary in ``P`` (first order: ``Tr[P dH]``, the orbital energies' own errors
 matrix errors that ``"phisnet"`` amplifies; it needs no core H.
 
 With ``pair_repulsion="zbl"`` the atomwise term carries a fixed short-range screened nuclear
-repulsion as well (:mod:`ase_phisnet.electronic.priors`): the wall where atoms come closer than a bond,
-which the band-structure model does not have of its own.
+repulsion as well (:mod:`ase_phisnet.electronic.priors`): the wall where atoms come closer than a
+bond, which the band-structure model does not have of its own.
 
 Trained end to end, the matrices and the correction share the work; the electronic part keeps
 the energy tied to the predicted orbitals. Forces are ``-dE/dR`` by autograd (exact, finite at

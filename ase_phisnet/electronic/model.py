@@ -7,10 +7,12 @@ of a geometry is composed:
 
     E(R) = E_{el}[H(R), S(R)] + E_{rem}(R) + E_{prior}(R)
 
-- ``H`` (and core H, or a predicted S) from the matrix network :class:`~ase_phisnet.nn.network.PhiSNet`;
-  ``S`` exact from PySCF's integrals with ``exact_overlap`` (:mod:`ase_phisnet.core.integrals`);
-- ``E_el``: the electronic term of the chosen energy model (:data:`~ase_phisnet.electronic.energy.EnergyModelName`),
-  a function of the solution of ``H C = S C eps`` (:mod:`ase_phisnet.electronic.energy`);
+- ``H`` (and core H, or a predicted S) from the matrix network
+  :class:`~ase_phisnet.nn.network.PhiSNet`; ``S`` exact from PySCF's integrals with
+  ``exact_overlap`` (:mod:`ase_phisnet.core.integrals`);
+- ``E_el``: the electronic term of the chosen energy model
+  (:data:`~ase_phisnet.electronic.energy.EnergyModelName`), a function of the solution of
+  ``H C = S C eps`` (:mod:`ase_phisnet.electronic.energy`);
 - ``E_rem``: the learned remainder (:mod:`ase_phisnet.electronic.remainder`) of the network's
   invariant atom features;
 - ``E_prior``: a fixed pair repulsion (:mod:`ase_phisnet.electronic.priors`), or none.
@@ -105,7 +107,8 @@ class ModelConfig:
 
     @property
     def output_matrices(self) -> frozenset[str]:
-        """Matrices the model outputs: the predicted ones, and S when it comes from the integrals."""
+        """Matrices the model outputs: the predicted ones, and S when it comes from the
+        integrals."""
         return frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
 
     @property

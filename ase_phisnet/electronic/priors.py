@@ -4,7 +4,8 @@ Atomic units (Eh, Bohr). For the atom pair ``(i, j)`` at distance ``r``,
 
 .. math::
 
-    E_{ij}(r) = \frac{Z_i Z_j}{r}\, \phi\!\left(\frac{r}{a_{ij}}\right) f\!\left(\frac{r}{r_{c,ij}}\right),
+    E_{ij}(r) = \frac{Z_i Z_j}{r}\, \phi\!\left(\frac{r}{a_{ij}}\right)
+                f\!\left(\frac{r}{r_{c,ij}}\right),
     \qquad a_{ij} = \frac{0.88534}{Z_i^{0.23} + Z_j^{0.23}}
 
     \phi(x) = 0.18175 e^{-3.19980 x} + 0.50986 e^{-0.94229 x} + 0.28022 e^{-0.40290 x}

@@ -1,8 +1,8 @@
 """Molecular dynamics with a PhiSNet potential: ASE integrators, a per-step log, a summary.
 
 ``run_md`` drives ASE's velocity Verlet (NVE) or Langevin (NVT) integrator on any calculator
-that implements :class:`~ase_phisnet.interface.calculator.PhiSNetCalculator`'s ``get_homo_lumo``, writes
-an ASE trajectory and a whitespace-separated log, and returns an :class:`MDSummary`.
+that implements :class:`~ase_phisnet.interface.calculator.PhiSNetCalculator`'s ``get_homo_lumo``,
+writes an ASE trajectory and a whitespace-separated log, and returns an :class:`MDSummary`.
 
 Log columns (one row per logged step, ASE units)::
 

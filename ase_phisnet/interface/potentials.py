@@ -22,8 +22,8 @@ def list_potentials() -> list[dict]:
     """Every shipped potential, sorted by name.
 
     Each entry: ``name``, ``xc``, ``basis``, ``elements``, ``metrics`` (the model card's
-    test-split metrics, :class:`ase_phisnet.training.evaluate.Metrics` fields) and ``card`` (the model
-    card's text).
+    test-split metrics, :class:`ase_phisnet.training.evaluate.Metrics` fields) and ``card`` (the
+    model card's text).
     """
     found = []
     for entry in _shipped().iterdir():

@@ -10,11 +10,12 @@ expansion of irreps of degree ``L = |l1-l2| .. l1+l2``:
 
 .. math::
 
-    B_{s_1 m_1, s_2 m_2} = \\sum_{L} \\sqrt{2L+1} \\sum_{M} C^{l_1 l_2 L}_{m_1 m_2 M} f^{(s_1 s_2 L)}_M
+    B_{s_1 m_1, s_2 m_2} = \\sum_{L} \\sqrt{2L+1}
+                           \\sum_{M} C^{l_1 l_2 L}_{m_1 m_2 M} f^{(s_1 s_2 L)}_M
 
 This map is orthogonal and equivariant, ``B(R x) = D_{l_1}(R) B(x) D_{l_2}(R)^T``. Together with
-PySCF's change of basis ``Q`` (:mod:`ase_phisnet.core.basis`) it is one fixed matrix, so assembling all
-blocks of all matrices of a molecule is one matmul and one gather (no loop over atom pairs).
+PySCF's change of basis ``Q`` (:mod:`ase_phisnet.core.basis`) it is one fixed matrix, so assembling
+all blocks of all matrices of a molecule is one matmul and one gather (no loop over atom pairs).
 """
 
 from __future__ import annotations
@@ -278,12 +279,12 @@ def predict_matrices(heads, atom_features, pair_features, assembly: Assembly,
                      pair_weight=None) -> list[torch.Tensor]:
     """All heads' matrices at once: ``[(B, nao, nao)]`` in PySCF order, symmetric.
 
-    Per head, ``M_ij = E(s_{type(ij)} * (W p_ij))`` for pairs and ``E(s_{Z_i} * (W' x_i) + o_{Z_i})``
-    (or the fixed on-site table) for atoms, ``E`` the template expansion, then ``M + M^T``.
-    The heads' linears run side by side (one ``mm`` per irrep type for all heads), the
-    expansion is one matmul and the assembly of every matrix one gather. ``pair_weight
-    (B, P)`` optionally multiplies each pair's blocks (the heads are linear in the pair
-    features, so this equals scaling the features).
+    Per head, ``M_ij = E(s_{type(ij)} * (W p_ij))`` for pairs and
+    ``E(s_{Z_i} * (W' x_i) + o_{Z_i})`` (or the fixed on-site table) for atoms, ``E`` the template
+    expansion, then ``M + M^T``. The heads' linears run side by side (one ``mm`` per irrep type for
+    all heads), the expansion is one matmul and the assembly of every matrix one gather.
+    ``pair_weight (B, P)`` optionally multiplies each pair's blocks (the heads are linear in the
+    pair features, so this equals scaling the features).
 
     Features ``(B, A, .)`` and ``(B, P, .)`` m-major.
     """

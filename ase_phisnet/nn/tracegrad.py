@@ -59,7 +59,8 @@ class TraceGrad(nn.Module):
             self.pair_back.weight.zero_()
 
     def forward(self, atom, pair):
-        """Features m-major (:mod:`ase_phisnet.nn.layers`). Returns ``(atom', pair', y_atom (A,), y_pair (P,))``.
+        """Features m-major (:mod:`ase_phisnet.nn.layers`). Returns
+        ``(atom', pair', y_atom (A,), y_pair (P,))``.
 
         ``g`` is the total derivative: pair features depend on atom features, so the atom
         gradient includes the path through the pair invariants. ``PhiSNet`` runs this branch

@@ -106,7 +106,8 @@ class LossWeights:
         if any(w < 0 for w in dataclasses.astuple(self)):
             raise ValueError(f"loss weights must be >= 0, got {self}")
         if int(self.virtual_orbitals) != self.virtual_orbitals:
-            raise ValueError(f"virtual_orbitals must be a whole number, got {self.virtual_orbitals}")
+            raise ValueError(
+                f"virtual_orbitals must be a whole number, got {self.virtual_orbitals}")
 
 
 @dataclass(frozen=True)

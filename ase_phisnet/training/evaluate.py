@@ -16,7 +16,8 @@ For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.el
 
 * ``energy_mae_mev`` / ``energy_mae_kcal_mol``: total-energy MAE;
 * ``force_mae_mev_per_ang`` / ``force_mae_kcal_mol_per_ang``: MAE of all force components;
-* ``force_max_error_mev_per_ang``: the largest error of one atom's force vector, ``max |F - F_ref|``.
+* ``force_max_error_mev_per_ang``: the largest error of one atom's force vector,
+  ``max |F - F_ref|``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from ase_phisnet.training.data import MatrixData
 
 
 def block_norms(matrix: torch.Tensor, model: PhiSNetModel, atomic_numbers) -> tuple:
-    """``|M_b|_F`` of every atom block (B, A) and directed pair block (B, P) of ``(B, nao, nao)``."""
+    """``|M_b|_F`` of every atom block (B, A) and directed pair block (B, P) of
+    ``(B, nao, nao)``."""
     slices = model.layout.ao_slices(atomic_numbers.tolist())
     indicator = torch.zeros(matrix.shape[-1], len(slices), dtype=matrix.dtype,
                             device=matrix.device)

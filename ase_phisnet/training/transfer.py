@@ -1,13 +1,12 @@
 """Transfer learning: fine-tune the energy path of a DFT-trained potential on a higher level.
 
 The model's energy is an electronic part plus ``sum_i (e_Z(i) + phi(x_i))``, e.g.
-``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.electronic.energy`). Fine-tuning on a
-few hundred coupled-cluster energies and forces keeps the network and its predicted matrices
-(still the DFT ones, so orbitals,
-charges and warm starts are unchanged) and trains only the *energy path beyond the matrices*:
-the element energies ``e_Z`` (first refitted by least squares to the new level's mean offset)
-and the atomwise MLP ``phi``. The correction learns ``E_high - E_DFT``, a smooth function of
-the geometry, which a small training set constrains.
+``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.electronic.energy`). Fine-tuning on
+a few hundred coupled-cluster energies and forces keeps the network and its predicted matrices
+(still the DFT ones, so orbitals, charges and warm starts are unchanged) and trains only the *energy
+path beyond the matrices*: the element energies ``e_Z`` (first refitted by least squares to the new
+level's mean offset) and the atomwise MLP ``phi``. The correction learns ``E_high - E_DFT``, a
+smooth function of the geometry, which a small training set constrains.
 
 Loss per batch, with ``sigma_E``, ``sigma_F`` the standard deviations of the training
 references: ``w_E (MSE_E / sigma_E^2 + MAE_E / sigma_E) + w_F (MSE_F / sigma_F^2 + MAE_F /
@@ -59,15 +58,16 @@ def refit_element_energies(model: PhiSNetModel, atomic_numbers, positions_bohr, 
     design = np.tile(counts, (len(predicted), 1))
     shift, *_ = np.linalg.lstsq(design, np.asarray(energy_eh) - predicted, rcond=None)
     with torch.no_grad():
-        model.remainder.element_energy_eh += torch.as_tensor(shift, dtype=model.remainder.element_energy_eh.dtype)
+        model.remainder.element_energy_eh += torch.as_tensor(
+            shift, dtype=model.remainder.element_energy_eh.dtype)
 
 
 def _scaled(difference, sigma):
     return difference.pow(2).mean() / sigma**2 + difference.abs().mean() / sigma
 
 
-def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_bohr, train_energy_eh,
-                          train_forces_eh_per_bohr, validation_positions_bohr,
+def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_bohr,
+                          train_energy_eh, train_forces_eh_per_bohr, validation_positions_bohr,
                           validation_energy_eh, validation_forces_eh_per_bohr,
                           config: FineTuneConfig = FineTuneConfig()):
     """Fine-tune ``model``'s energy path (in place) and return ``(model, history)``.

@@ -23,7 +23,8 @@ from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 from ase_phisnet.electronic.model_file import load_model, upgraded_state_dict
 from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
-RUNS = {"plain": "runs/tracegrad_benchmark/plain", "tracegrad": "runs/tracegrad_benchmark/tracegrad"}
+RUNS = {"plain": "runs/tracegrad_benchmark/plain",
+        "tracegrad": "runs/tracegrad_benchmark/tracegrad"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
