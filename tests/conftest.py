@@ -8,7 +8,8 @@ from ase_phisnet.data.reference import Theory
 from ase_phisnet.data.sampling import SamplerConfig
 from ase_phisnet.electronic.model_file import load_model, save_model
 from ase_phisnet.training.config import TrainConfig
-from ase_phisnet.training.loop import fit_element_energies, load_matrix_data, train
+from ase_phisnet.training.data import load_matrix_data
+from ase_phisnet.training.loop import fit_element_energies, train
 
 STO3G_HF = Theory(xc="hf", basis="sto-3g")
 SMALL_MODEL = {"channels": [16, 8, 8], "num_layers": 2, "num_radial": 8, "radial_hidden": 16,
@@ -29,7 +30,8 @@ def small_potential(tmp_path_factory):
     """``small_potential(name)`` -> (model path, dataset path) of a small model of ``name``
     (RHF/STO-3G, 16 normal-mode geometries at 500 K): H, S and core H trained for 60 epochs,
     element energies fitted to the reference energies. Smooth and cheap, not accurate (its
-    forces were never trained): for derivative, symmetry and contract tests. Cached."""
+    forces were never trained): for derivative, symmetry and contract tests. Its metadata
+    keeps the training record and the training geometries' domain. Cached."""
     cache = {}
 
     def make(name: str):
@@ -53,8 +55,8 @@ def small_potential(tmp_path_factory):
             with open(result.best_model_path + ".json") as handle:
                 import json
 
-                training = json.load(handle)["training"]
-            save_model(model, path, extra={"training": training})
+                trained = json.load(handle)
+            save_model(model, path, extra={name: trained[name] for name in ("training", "domain")})
             cache[key] = (str(path), str(data))
         return cache[key]
 

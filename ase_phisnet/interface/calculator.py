@@ -2,27 +2,37 @@
 
 Units at this boundary (ASE's): energies and orbital energies in eV, forces in eV/Å, Hessian in
 eV/Å², dipole in e·Å, charges in e; ``hamiltonian`` in eV and ``overlap`` dimensionless in
-PySCF's AO order. The density matrix stays in atomic units and PySCF's AO order so that it can
-be handed to PySCF as ``dm0``. Inside, everything is Hartree/Bohr; the conversions are the table
-below and happen only here.
+PySCF's AO order. The density matrix and the orbital coefficients stay in atomic units and
+PySCF's AO order so that they can be handed to PySCF (``dm0``). Inside, everything is
+Hartree/Bohr; the conversions are the table :data:`ASE_PER_ATOMIC_UNIT` and happen only here.
+
+One calculation fills every result at once (energy, forces, dipole, charges, orbitals,
+density matrix, matrices); ASE's ``GetOutputsMixin`` reads the electronic ones
+(``get_eigenvalues``, ``get_occupation_numbers``, ``get_fermi_level``, k points) from
+``results`` in ASE's shapes, so ``ase.dft.bandgap.bandgap(calc)`` works as for any other
+calculator.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import torch
+from ase.calculators.abc import GetOutputsMixin
 from ase.calculators.calculator import (
     CalculationFailed,
     Calculator,
     CalculatorSetupError,
     all_changes,
 )
+from ase.outputs import Properties, all_outputs
 from ase.units import Bohr, Hartree
 
+from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.core.errors import (
     ModelFileError,
     OpenShellError,
@@ -32,24 +42,39 @@ from ase_phisnet.core.errors import (
 from ase_phisnet.core.integrals import OverlapIntegrals
 from ase_phisnet.electronic.energy import n_occupied_orbitals
 from ase_phisnet.electronic.model import PhiSNetModel, energy_and_forces, hessian
-from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.electronic.model_file import load_model_file, training_domain
 from ase_phisnet.electronic.observables import (
     charge_center_bohr,
     dipole_moment_e_bohr,
     mulliken_charges,
 )
 
-#: Conversions from the model's atomic units to ASE's units.
-EV_PER_EH = Hartree
-ANG_PER_BOHR = Bohr
-EV_PER_ANG_PER_EH_PER_BOHR = Hartree / Bohr
-EV_PER_ANG2_PER_EH_PER_BOHR2 = Hartree / Bohr**2
+#: ASE's unit per atomic unit, for every quantity this module converts (and no other does):
+#: energy eV/Eh (energies, orbital energies, H), length Å/Bohr (positions; dipole e·Å per
+#: e·Bohr), force (eV/Å)/(Eh/Bohr), hessian (eV/Å²)/(Eh/Bohr²).
+ASE_PER_ATOMIC_UNIT = {
+    "energy": Hartree,
+    "length": Bohr,
+    "force": Hartree / Bohr,
+    "hessian": Hartree / Bohr**2,
+}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The results ``GetOutputsMixin`` reads (ASE's names and shapes, ``ase.outputs``).
+_OUTPUT_NAMES = ("eigenvalues", "occupations", "fermi_level", "ibz_kpoints", "kpoint_weights")
 
 
 class PhiSNetSetupError(CalculatorSetupError, PhiSNetError):
     """The calculator cannot handle this model, these atoms or these settings."""
+
+
+class OutsideTrainingDomainError(PhiSNetSetupError):
+    """With ``strict=True``: the geometry lies outside the model's training domain."""
+
+
+class OutsideTrainingDomainWarning(RuntimeWarning):
+    """The geometry lies outside the model's training domain: the model extrapolates."""
 
 
 def resolve_model_path(model: str | os.PathLike) -> str:
@@ -62,30 +87,57 @@ def resolve_model_path(model: str | os.PathLike) -> str:
     return potential_path(path)
 
 
-class PhiSNetCalculator(Calculator):
+def integer_charge(charge) -> int:
+    """``charge`` (e) as an int; a :class:`PhiSNetSetupError` unless it is a whole number."""
+    try:
+        value = float(charge)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(charge, bool) or not np.isfinite(value) or value != round(value):
+        raise PhiSNetSetupError(f"charge must be a whole number of e, got {charge!r}")
+    return round(value)
+
+
+def _problem_kind(problem: str) -> str:
+    """A domain problem without its numbers (``"H-O distance # Å is below ..."``): what stays
+    the same while an MD trajectory stays outside in the same way."""
+    return re.sub(r"\d+\.\d+", "#", problem)
+
+
+class PhiSNetCalculator(Calculator, GetOutputsMixin):
     """ASE calculator whose energy comes from PhiSNet's predicted matrices (its energy model).
 
     Args:
         model: Name of a shipped potential (``ase_phisnet.list_potentials()``), a model file
-            path, or a :class:`PhiSNet` instance.
+            path, or a :class:`~ase_phisnet.electronic.model.PhiSNetModel` instance (which
+            carries no training domain, so no domain check).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         dtype: ``"float64"`` (default; exact derivatives for MD and vibrations) or ``"float32"``.
         network_dtype: dtype of the network alone (default: ``dtype``); ``"float32"`` with
             ``dtype="float64"`` runs the network in float32 and the eigensolver in float64.
-        charge: Total charge in e (closed shells only).
+        charge: Total charge, a whole number of e (closed shells only).
         basis: Optional basis the caller expects; a mismatch with the model is an error.
+        strict: A geometry outside the model's training domain (another composition, or an
+            element pair's distance outside its training range by more than
+            ``domain_tolerance_ang``) is an :class:`OutsideTrainingDomainError` instead of an
+            :class:`OutsideTrainingDomainWarning` (warned once per kind of problem).
+        domain_tolerance_ang: How far (Å) a pair distance may leave its training range.
     """
 
     implemented_properties = ("energy", "free_energy", "forces", "dipole", "charges")
-    default_parameters = {"charge": 0}
+    default_parameters: ClassVar[dict] = {"charge": 0}
 
     def __init__(self, model="water-pbe-def2svp", device="cpu", dtype="float64", charge=0,
-                 basis: str | None = None, network_dtype: str | None = None, **kwargs):
+                 basis: str | None = None, network_dtype: str | None = None,
+                 strict: bool = False, domain_tolerance_ang: float = 0.1, **kwargs):
         super().__init__(charge=charge, **kwargs)
         network_dtype = dtype if network_dtype is None else network_dtype
         for value in (dtype, network_dtype):
             if value not in DTYPES:
                 raise PhiSNetSetupError(f"dtype must be one of {sorted(DTYPES)}, got {value!r}")
+        if not domain_tolerance_ang >= 0:
+            raise PhiSNetSetupError(f"domain_tolerance_ang must be >= 0 Å, got "
+                                    f"{domain_tolerance_ang!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device, self.dtype = torch.device(device), DTYPES[dtype]
@@ -95,80 +147,112 @@ class PhiSNetCalculator(Calculator):
             raise PhiSNetSetupError(f"basis mismatch: the model predicts {self.model.config.basis}"
                                     f" matrices, {basis!r} was asked for")
         self.metadata = metadata  # the model file's JSON: config, training record, metrics
-        self.min_training_distance_bohr = metadata.get("training", {}).get("min_distance_bohr")
-        self._density_matrix = None
+        self.training_domain: TrainingDomain | None = training_domain(metadata)
+        self.strict, self.domain_tolerance_ang = bool(strict), float(domain_tolerance_ang)
+        self._warned_domain_problems: set[frozenset[str]] = set()
         self._integrals = None  # OverlapIntegrals of the current molecule (dipoles)
 
     @staticmethod
-    def _load(model):
+    def _load(model) -> tuple[PhiSNetModel, dict]:
         if isinstance(model, PhiSNetModel):
             return model, {}
         try:
-            path = resolve_model_path(model)
-            with open(path + ".json") as handle:
-                metadata = json.load(handle)
-            return load_model(path), metadata
+            return load_model_file(resolve_model_path(model))
         except (ModelFileError, OSError, ValueError) as error:
             raise PhiSNetSetupError(f"cannot load model {model!r}: {error}") from error
 
+    def set(self, **kwargs):
+        """ASE's ``set``; ``charge`` must be a whole number of e."""
+        if "charge" in kwargs:
+            kwargs["charge"] = integer_charge(kwargs["charge"])
+        return super().set(**kwargs)
+
     # ---- validation ------------------------------------------------------------------------
     def _check_atoms(self, atoms) -> int:
+        """Raise for atoms the model cannot take, warn (or raise, strict) outside its training
+        domain; returns the number of doubly occupied orbitals."""
         if len(atoms) == 0:
             raise PhiSNetSetupError("empty Atoms: nothing to compute")
         if atoms.pbc.any():
             raise PhiSNetSetupError("periodic boundary conditions are not supported: "
                                     "PhiSNetCalculator treats isolated molecules (set pbc=False)")
+        bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+        if bad.size:
+            listing = ", ".join(f"{i} ({atoms.symbols[i]}: {atoms.positions[i].tolist()})"
+                                for i in bad)
+            raise PhiSNetSetupError(f"non-finite positions (NaN or inf) of atom(s) {listing}")
         try:
             self.model.species(torch.as_tensor(atoms.numbers))
             n_occupied = n_occupied_orbitals(atoms.numbers, self.parameters.charge)
         except (UnsupportedElementError, OpenShellError) as error:
             raise PhiSNetSetupError(str(error)) from error
-        if len(atoms) > 1 and self.min_training_distance_bohr is not None:
-            distances = atoms.get_all_distances()[np.triu_indices(len(atoms), 1)] / Bohr
-            if distances.min() < 0.95 * self.min_training_distance_bohr:
-                warnings.warn(
-                    f"shortest interatomic distance {distances.min() * Bohr:.3f} Å is below the "
-                    f"training data's minimum {self.min_training_distance_bohr * Bohr:.3f} Å: "
-                    "the model extrapolates here", RuntimeWarning, stacklevel=3)
+        self._check_domain(atoms)
         return n_occupied
+
+    def _check_domain(self, atoms) -> None:
+        """Warn once per kind of problem, or raise with ``strict``, outside the domain."""
+        if self.training_domain is None:
+            return
+        problems = self.training_domain.violations(atoms.numbers, atoms.positions,
+                                                   self.domain_tolerance_ang)
+        if not problems:
+            return
+        message = ("geometry outside the model's training domain (the model extrapolates): "
+                   + "; ".join(problems))
+        if self.strict:
+            raise OutsideTrainingDomainError(message)
+        kinds = frozenset(_problem_kind(p) for p in problems)
+        if kinds not in self._warned_domain_problems:
+            self._warned_domain_problems.add(kinds)
+            warnings.warn(message, OutsideTrainingDomainWarning, stacklevel=2)
 
     # ---- the calculation -------------------------------------------------------------------
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Every result in one pass, whatever ``properties`` asks for."""
         super().calculate(atoms, properties, system_changes)
-        charge = self.parameters.charge
         n_occupied = self._check_atoms(self.atoms)
         z = torch.as_tensor(self.atoms.numbers, device=self.device)
-        positions_bohr = torch.as_tensor(self.atoms.positions / Bohr, dtype=self.dtype,
-                                         device=self.device)
+        positions_bohr = torch.as_tensor(self.atoms.positions / ASE_PER_ATOMIC_UNIT["length"],
+                                         dtype=self.dtype, device=self.device)
         try:
-            prediction, forces = energy_and_forces(self.model, z, positions_bohr, charge)
+            prediction, forces = energy_and_forces(self.model, z, positions_bohr,
+                                                   self.parameters.charge)
         except PhiSNetError as error:
             raise CalculationFailed(str(error)) from error
+
+        def numpy(tensor):
+            return tensor.detach().double().cpu().numpy()
+
         solution = prediction.solution
         density = solution.density_matrix.detach()
         overlap = prediction.matrices["overlap"].detach()
         slices = self.model.layout.ao_slices(self.atoms.numbers.tolist())
-        energy_ev = float(prediction.energy_eh.detach()) * EV_PER_EH
-        eigenvalues = solution.orbital_energies_eh.double().cpu().numpy()
-        occupations = np.zeros_like(eigenvalues)
+        energy_ev = float(prediction.energy_eh.detach()) * ASE_PER_ATOMIC_UNIT["energy"]
+        eigenvalues_ev = numpy(solution.orbital_energies_eh) * ASE_PER_ATOMIC_UNIT["energy"]
+        occupations = np.zeros_like(eigenvalues_ev)
         occupations[:n_occupied] = 2.0
-        self._density_matrix = density.double().cpu().numpy()
+        density_au = numpy(density)
         self.results = {
             "energy": energy_ev,
             "free_energy": energy_ev,
-            "forces": forces.detach().double().cpu().numpy() * EV_PER_ANG_PER_EH_PER_BOHR,
-            "charges": mulliken_charges(density, overlap, z, slices).double().cpu().numpy(),
-            "hamiltonian": prediction.matrices["hamiltonian"].detach().double().cpu().numpy()
-            * EV_PER_EH,
-            "overlap": overlap.double().cpu().numpy(),
-            "eigenvalues": eigenvalues * EV_PER_EH,
-            "occupations": occupations,
-            "orbital_coefficients": solution.orbitals.double().cpu().numpy(),
+            "forces": numpy(forces) * ASE_PER_ATOMIC_UNIT["force"],
+            "dipole": self._dipole_e_ang(density_au, numpy(positions_bohr)),
+            "charges": numpy(mulliken_charges(density, overlap, z, slices)),
+            # Electronic structure in ASE's shapes: (spins, k points, bands) = (1, 1, nao).
+            "eigenvalues": eigenvalues_ev[None, None],
+            "occupations": occupations[None, None],
+            "fermi_level": float(eigenvalues_ev[n_occupied - 1:n_occupied + 1].mean()),
+            "ibz_kpoints": np.zeros((1, 3)),
+            "kpoint_weights": np.ones(1),
+            # PhiSNet's own: matrices (H eV, S dimensionless), C and P in a.u., PySCF AO order.
+            "hamiltonian": (numpy(prediction.matrices["hamiltonian"])
+                            * ASE_PER_ATOMIC_UNIT["energy"]),
+            "overlap": numpy(overlap),
+            "orbital_coefficients": numpy(solution.orbitals),
+            "density_matrix": density_au,
         }
-        if "dipole" in properties:
-            self.results["dipole"] = self._dipole_e_ang(positions_bohr)
 
-    def _dipole_e_ang(self, positions_bohr) -> np.ndarray:
+    def _dipole_e_ang(self, density_au: np.ndarray, positions_bohr: np.ndarray) -> np.ndarray:
         """``sum_A Z_A (R_A - R_c) - Tr[P (r - R_c)]`` in e·Å, ``R_c`` the centre of nuclear charge.
 
         PySCF's AO integrals on the predicted density. Measuring from ``R_c`` keeps the dipole
@@ -179,69 +263,63 @@ class PhiSNetCalculator(Calculator):
         numbers = tuple(int(z) for z in self.atoms.numbers)
         if self._integrals is None or tuple(self._integrals.atomic_numbers) != numbers:
             self._integrals = OverlapIntegrals(numbers, self.model.config.basis)
-        positions = positions_bohr.double().cpu()
+        positions = torch.as_tensor(positions_bohr)
         z = torch.as_tensor(self.atoms.numbers)
         dipole = dipole_moment_e_bohr(
-            torch.as_tensor(self._density_matrix),
-            torch.as_tensor(self._integrals.position_about_charge_center(positions.numpy())),
+            torch.as_tensor(density_au),
+            torch.as_tensor(self._integrals.position_about_charge_center(positions_bohr)),
             z, positions, origin_bohr=charge_center_bohr(z, positions))
-        return dipole.numpy() * ANG_PER_BOHR
+        return dipole.numpy() * ASE_PER_ATOMIC_UNIT["length"]
 
-    # ---- electronic structure in ASE's vocabulary -------------------------------------------
-    def get_eigenvalues(self, kpt=0, spin=0):
-        """Orbital energies (eV), ascending, shape (nao,)."""
-        return self.get_property("eigenvalues").copy()
+    # ---- electronic structure --------------------------------------------------------------
+    def _outputmixin_get_results(self):
+        """The results ``GetOutputsMixin`` reads, copied so that callers cannot alter them."""
+        return {name: np.copy(self.results[name]) if name != "fermi_level"
+                else self.results[name] for name in _OUTPUT_NAMES if name in self.results}
 
-    def get_occupation_numbers(self, kpt=0, spin=0):
-        """2 for the doubly occupied orbitals, 0 otherwise, shape (nao,)."""
-        return self.get_property("occupations").copy()
+    def export_properties(self) -> Properties:
+        """ASE's :class:`~ase.outputs.Properties` of the results ASE defines (the matrices,
+        orbital coefficients and density matrix are PhiSNet's own)."""
+        return Properties({name: value for name, value in self.results.items()
+                           if name in all_outputs})
 
-    def get_number_of_spins(self):
-        return 1
+    def _results_for(self, atoms=None) -> dict:
+        """``results`` of ``atoms`` (default: the atoms of the last calculation), calculated
+        if they are missing or the atoms changed."""
+        if atoms is None and self.atoms is None:
+            raise PhiSNetSetupError("no atoms: attach the calculator to an Atoms and compute, "
+                                    "or pass the atoms")
+        self.get_property("energy", atoms)
+        return self.results
 
-    def get_ibz_k_points(self):
-        return np.zeros((1, 3))
-
-    def get_k_point_weights(self):
-        return np.ones(1)
-
-    def get_homo_lumo(self):
+    def get_homo_lumo(self, atoms=None) -> tuple[float, float]:
         """``(HOMO, LUMO)`` orbital energies in eV."""
-        eps, occ = self.get_eigenvalues(), self.get_occupation_numbers()
-        n_occupied = int(np.count_nonzero(occ))
+        results = self._results_for(atoms)
+        eps, occupations = results["eigenvalues"][0, 0], results["occupations"][0, 0]
+        n_occupied = int(np.count_nonzero(occupations))
         return float(eps[n_occupied - 1]), float(eps[n_occupied])
 
-    def get_fermi_level(self):
-        """Middle of the HOMO–LUMO gap in eV."""
-        return float(np.mean(self.get_homo_lumo()))
-
-    def get_orbital_coefficients(self, atoms=None):
+    def get_orbital_coefficients(self, atoms=None) -> np.ndarray:
         """MO coefficients ``C`` (nao, nao), columns ordered like the eigenvalues, PySCF AO
         order, normalized against the predicted overlap (``C^T S C = 1``)."""
-        return self.get_property("orbital_coefficients", atoms).copy()
+        return self._results_for(atoms)["orbital_coefficients"].copy()
 
-    def get_density_matrix(self, atoms=None):
-        """AO density matrix ``P`` (a.u., PySCF AO order): usable as PySCF's ``dm0``."""
-        self.get_property("energy", atoms)
-        return self._density_matrix.copy()
+    def get_density_matrix(self, atoms=None) -> np.ndarray:
+        """AO density matrix ``P`` (nao, nao), a.u., PySCF AO order: usable as PySCF's
+        ``dm0``."""
+        return self._results_for(atoms)["density_matrix"].copy()
 
-    def get_hessian(self, atoms=None):
+    def get_hessian(self, atoms=None) -> np.ndarray:
         """Analytic Hessian ``d^2E/dR^2`` by double backward, shape (3N, 3N), eV/Å²."""
         atoms = self.atoms if atoms is None else atoms
+        if atoms is None:
+            raise PhiSNetSetupError("no atoms: pass the atoms")
         self._check_atoms(atoms)
         z = torch.as_tensor(atoms.numbers, device=self.device)
-        positions = torch.as_tensor(atoms.positions / Bohr, dtype=self.dtype, device=self.device)
-        matrix = hessian(self.model, z, positions, self.parameters.charge)
-        return matrix.detach().double().cpu().numpy() * EV_PER_ANG2_PER_EH_PER_BOHR2
-
-    def get_property(self, name, atoms=None, allow_calculation=True):
-        if name in ("hamiltonian", "overlap", "eigenvalues", "occupations",
-                    "orbital_coefficients"):
-            if atoms is None:
-                atoms = self.atoms
-            if atoms is None:
-                raise PhiSNetSetupError("no atoms: attach the calculator to an Atoms first")
-            if self.calculation_required(atoms, [name]):
-                self.calculate(atoms, ["energy"], self.check_state(atoms))
-            return self.results[name]
-        return super().get_property(name, atoms, allow_calculation)
+        positions = torch.as_tensor(atoms.positions / ASE_PER_ATOMIC_UNIT["length"],
+                                    dtype=self.dtype, device=self.device)
+        try:
+            matrix = hessian(self.model, z, positions, self.parameters.charge)
+        except PhiSNetError as error:
+            raise CalculationFailed(str(error)) from error
+        return matrix.detach().double().cpu().numpy() * ASE_PER_ATOMIC_UNIT["hessian"]

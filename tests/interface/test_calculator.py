@@ -1,6 +1,8 @@
-"""PhiSNetCalculator: exact derivatives, symmetry, energy conservation, ASE's contract."""
+"""PhiSNetCalculator: exact derivatives, symmetry, energy conservation, ASE's contract, one
+network pass per geometry, bad input, and the model's training domain."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +15,16 @@ from ase.calculators.calculator import (
     PropertyNotImplementedError,
 )
 from ase.calculators.fd import calculate_numerical_forces
+from ase.collections import s22
+from ase.dft.bandgap import bandgap
 from ase.units import Bohr, fs
 from e3nn import o3
 
-from ase_phisnet.interface.calculator import PhiSNetCalculator
+from ase_phisnet.interface.calculator import (
+    OutsideTrainingDomainError,
+    OutsideTrainingDomainWarning,
+    PhiSNetCalculator,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +136,8 @@ def test_energy_is_invariant_and_forces_rotate(water_calc):
     np.testing.assert_allclose(moved.get_dipole_moment(), dipole @ rotation.T, atol=1e-8)
 
 
+# The small model's untrained forces stretch the bonds beyond its 12 training geometries.
+@pytest.mark.filterwarnings("ignore::ase_phisnet.interface.calculator.OutsideTrainingDomainWarning")
 def test_short_nve_run_conserves_energy(water_calc):
     """Velocity Verlet conserves E_kin + E_pot to O(dt^2) only if forces are exactly -dE/dR.
 
@@ -152,8 +162,6 @@ def test_short_nve_run_conserves_energy(water_calc):
 
 
 def test_results_and_electronic_accessors(water_calc):
-    from ase.dft.bandgap import bandgap
-
     atoms = molecule("H2O")
     atoms.calc = water_calc
     energy = atoms.get_potential_energy()
@@ -241,24 +249,194 @@ def test_bad_settings_and_files_are_setup_errors(small_potential, tmp_path):
         PhiSNetCalculator(model=path, dtype="float16")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"junk")
-    (tmp_path / "broken.pt.json").write_text(open(path + ".json").read())
+    (tmp_path / "broken.pt.json").write_text(Path(path + ".json").read_text())
     with pytest.raises(CalculatorSetupError, match="corrupt"):
         PhiSNetCalculator(model=str(broken))
     with pytest.raises(CalculatorSetupError, match="no model file or shipped potential"):
         PhiSNetCalculator(model="no-such-potential")
 
 
-def test_geometry_outside_training_data_warns(water_calc):
-    atoms = molecule("H2O")
-    atoms.positions[1] = atoms.positions[0] + 0.8 * (atoms.positions[1] - atoms.positions[0])
+def test_electronic_results_have_ase_shapes_and_getters_return_copies(water_calc):
+    atoms = displaced("H2O", 12)
     atoms.calc = water_calc
-    with pytest.warns(RuntimeWarning, match="below the training data's minimum"):
-        try:
-            atoms.get_potential_energy()
-        except CalculationFailed:  # the small test model may fail there; the warning came first
-            pass
+    atoms.get_potential_energy()
+    results = water_calc.results
+    nao = results["hamiltonian"].shape[0]
+    assert results["eigenvalues"].shape == results["occupations"].shape == (1, 1, nao)
+    assert water_calc.get_number_of_bands() == nao and not water_calc.get_spin_polarized()
+    np.testing.assert_array_equal(water_calc.get_ibz_k_points(), np.zeros((1, 3)))
+    np.testing.assert_array_equal(water_calc.get_k_point_weights(), [1.0])
+    properties = water_calc.export_properties()  # ASE's outputs only; shapes checked by ASE
+    assert (properties["nspins"], properties["nkpts"], properties["nbands"]) == (1, 1, nao)
+    eps = water_calc.get_eigenvalues(kpt=0, spin=0)
+    eps[:] = 0.0  # a caller's array: the calculator's results must not change with it
+    assert np.ptp(water_calc.get_eigenvalues()) > 1.0  # eV: core to virtual orbitals
+
+
+def test_bandgap_is_the_homo_lumo_gap(water_calc):
+    """ASE's bandgap() reads the calculator like any other; 1e-10 eV is float64 rounding of
+    energies of order 10-500 eV shifted by the Fermi level."""
+    atoms = displaced("H2O", 13)
+    atoms.calc = water_calc
+    atoms.get_potential_energy()
+    homo, lumo = water_calc.get_homo_lumo()
+    gap, valence, conduction = bandgap(water_calc, output=None)
+    assert lumo - homo > 1.0  # eV: a closed-shell molecule has a real gap
+    assert gap == pytest.approx(lumo - homo, abs=1e-10)
+    assert valence == (0, 0, 4) and conduction == (0, 0, 5)  # 5 doubly occupied orbitals
+    assert water_calc.get_fermi_level() == pytest.approx((homo + lumo) / 2, abs=1e-10)
+
+
+def test_one_network_pass_fills_every_result(small_potential, monkeypatch):
+    path, _ = small_potential("H2O")
+    calc = PhiSNetCalculator(model=path)
+    calls = []
+    original = calc.model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(calc.model, "forward", counting)
+    atoms = displaced("H2O", 14)
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    dipole = atoms.get_dipole_moment()
+    charges = atoms.get_charges()
+    density = calc.get_density_matrix()
+    eps = calc.get_eigenvalues()
+    forces = atoms.get_forces()
+    coefficients = calc.get_orbital_coefficients(atoms)
+    calc.get_homo_lumo()
+    calc.get_occupation_numbers()
+    assert len(calls) == 1
+    # The results belong together: P = 2 C_occ C_occ^T, 10 electrons in Tr[P S], net charge 0,
+    # no net force (translation invariance), a finite dipole of a neutral molecule.
+    occupied = coefficients[:, :5]
+    np.testing.assert_allclose(density, 2 * occupied @ occupied.T, atol=1e-10)
+    assert np.trace(density @ calc.results["overlap"]) == pytest.approx(10.0, abs=1e-8)
+    assert charges.sum() == pytest.approx(0.0, abs=1e-8)
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-8)
+    assert np.isfinite(dipole).all() and eps.shape == (density.shape[0],)
+    atoms.positions[0, 0] += 0.01  # Å: a new geometry is one new pass
+    atoms.get_forces()
+    assert len(calls) == 2
+
+
+def energy_or_failure(atoms):
+    """The potential energy (eV), or the ``CalculationFailed`` the calculator raised."""
+    try:
+        return atoms.get_potential_energy()
+    except CalculationFailed as error:
+        return error
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_positions_are_named(small_potential, bad):
+    path, _ = small_potential("H2O")
+    atoms = molecule("H2O")
+    atoms.positions[2, 1] = bad
+    atoms.calc = PhiSNetCalculator(model=path)
+    with pytest.raises(CalculatorSetupError, match=r"non-finite positions .* atom\(s\) 2 \(H"):
+        atoms.get_potential_energy()
+    with pytest.raises(CalculatorSetupError, match="non-finite positions"):
+        atoms.calc.get_hessian(atoms)
+
+
+def test_charge_must_be_a_whole_number(small_potential):
+    path, _ = small_potential("H2O")
+    for charge in (0.5, float("nan"), "one"):
+        with pytest.raises(CalculatorSetupError, match="whole number"):
+            PhiSNetCalculator(model=path, charge=charge)
+    calc = PhiSNetCalculator(model=path, charge=2.0)
+    assert calc.parameters.charge == 2 and isinstance(calc.parameters.charge, int)
+    with pytest.raises(CalculatorSetupError, match="whole number"):
+        calc.set(charge=-0.5)
+    assert calc.parameters.charge == 2
+
+
+def test_geometry_outside_training_data_warns_once_per_kind(small_potential):
+    """MD calls the calculator every step: one warning per kind of problem, not per step."""
+    path, _ = small_potential("H2O")
+    calc = PhiSNetCalculator(model=path)
+
+    def outside(oh_factor):
+        """Water with one O-H bond scaled by ``oh_factor`` (ASE's bond 0.97 Å)."""
+        atoms = molecule("H2O")
+        atoms.positions[1] = atoms.positions[0] + oh_factor * (atoms.positions[1]
+                                                               - atoms.positions[0])
+        atoms.calc = calc
+        energy_or_failure(atoms)  # the small test model may fail there; the check came first
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for factor in (0.6, 0.59, 0.58):  # 0.58-0.56 Å, far below any training O-H bond
+            outside(factor)
+        outside(1.8)  # 1.75 Å: another kind of problem, warned once more
+    messages = [str(w.message) for w in caught if w.category is OutsideTrainingDomainWarning]
+    assert len(messages) == 2
+    assert "H-O distance 0.58" in messages[0] and "below the training range" in messages[0]
+    assert "above the training range" in messages[1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fresh = molecule("H2O")
-        fresh.calc = water_calc
+        fresh.calc = calc
         fresh.get_potential_energy()
+
+
+def test_model_without_a_domain_is_not_checked(small_potential):
+    from ase_phisnet.electronic.model_file import load_model
+
+    path, _ = small_potential("H2O")
+    calc = PhiSNetCalculator(model=load_model(path), strict=True)
+    assert calc.training_domain is None
+    atoms = molecule("H2O")
+    atoms.positions[1] *= 1.5  # far outside the data, but nothing records that
+    atoms.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(atoms.get_potential_energy())
+
+
+@pytest.mark.parametrize("model,atoms,formula", [
+    ("water-pbe-def2svp", s22["Water_dimer"], "H4O2"),
+    ("ethanol-pbe-def2svp", molecule("CH3OH"), "CH4O"),
+])
+def test_other_molecules_of_known_elements_are_outside_the_domain(model, atoms, formula):
+    """A water dimer is not water, methanol is not ethanol: the shipped potentials say so."""
+    atoms = atoms.copy()
+    atoms.calc = PhiSNetCalculator(model=model)
+    with pytest.warns(OutsideTrainingDomainWarning, match=f"composition {formula} is not"):
+        outcome = energy_or_failure(atoms)
+    # A warning, not a refusal: the model runs, and gives an energy or fails on its own (the
+    # water model's predicted S is indefinite for the dimer).
+    if isinstance(outcome, CalculationFailed):
+        assert "training data" in str(outcome)
+    else:
+        assert np.isfinite(outcome)
+    strict = PhiSNetCalculator(model=model, strict=True)
+    calls = []
+    strict.model.forward = lambda *args, **kwargs: calls.append(1)
+    atoms.calc = strict
+    with pytest.raises(OutsideTrainingDomainError, match=f"composition {formula} is not"):
+        atoms.get_potential_energy()
+    assert calls == []  # refused before the network ran
+    assert issubclass(OutsideTrainingDomainError, CalculatorSetupError)
+
+
+def test_thermal_water_on_the_shipped_model_is_inside_the_domain():
+    """20 fs (two O-H periods) of 300 K velocity Verlet from ASE's water geometry: no step
+    leaves the domain."""
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = molecule("H2O")
+    atoms.calc = PhiSNetCalculator(model="water-pbe-def2svp", strict=True)
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(5))
+    bonds = []
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * fs)
+    dynamics.attach(lambda: bonds.append(atoms.get_distance(0, 1)), interval=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutsideTrainingDomainWarning)
+        dynamics.run(40)  # strict: any step outside would raise
+    assert np.ptp(bonds) > 0.01  # Å: the bond really vibrated
