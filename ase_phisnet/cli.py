@@ -101,17 +101,22 @@ def _run_generate(args) -> int:
                                progress=not args.no_progress)
         print(f"{args.out}: {len(planned)} geometries planned, no reference computed")
         return 0
-    executor = None
+    client = None
     if args.dask_scheduler:
         try:
             from distributed import Client
         except ImportError:
             raise PhiSNetError("--dask-scheduler needs dask: pip install 'ase-phisnet[dask]'")
-        executor = Client(args.dask_scheduler).get_executor()
-    summary = generate_dataset(
-        args.molecule, args.n, theory, sampler, args.out, workers=args.workers,
-        executor=executor, progress=not args.no_progress,
-    )
+        client = Client(args.dask_scheduler)
+    try:
+        summary = generate_dataset(
+            args.molecule, args.n, theory, sampler, args.out, workers=args.workers,
+            executor=client.get_executor() if client is not None else None,
+            progress=not args.no_progress,
+        )
+    finally:
+        if client is not None:
+            client.close()
     print(
         f"{summary.path}: {summary.n_records}/{summary.n_planned} records "
         f"({summary.n_computed_this_run} computed now, {summary.n_failed} failed SCF) "

@@ -186,19 +186,28 @@ class PhiSNetModel(nn.Module):
             <ase_phisnet.nn.network.PhiSNet.forward>`), and ``"remainder_energy_eh"`` ([B,]):
             the learned remainder plus the pair prior.
         """
-        outputs = self.network(atomic_numbers, positions_bohr, return_invariants)
+        # The network runs in its parameters' dtype; everything else (exact S, the remainder's
+        # sum, the prior) in the positions' dtype: a float32 network with float64 positions
+        # gets S and dS/dR from the integrals at the exact geometry.
+        network_dtype = self.network.embedding.weight.dtype
+        outputs = self.network(atomic_numbers, positions_bohr.to(network_dtype),
+                               return_invariants)
+        species = self.species(atomic_numbers)
+        energy = self.remainder(species, outputs["atom_scalars"])
+        if network_dtype != positions_bohr.dtype:
+            outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
+            energy = energy.to(positions_bohr.dtype)
         if self.config.exact_overlap:
             positions = positions_bohr if positions_bohr.dim() == 3 else positions_bohr[None]
             overlap = exact_overlap(self._integrals(atomic_numbers), positions,
                                     twice_differentiable)
             outputs["overlap"] = overlap if positions_bohr.dim() == 3 else overlap[0]
-        species = self.species(atomic_numbers)
-        energy = self.remainder(species, outputs["atom_scalars"])
         if self.config.pair_repulsion != "none":
             src, dst = self.network.pairs(atomic_numbers, positions_bohr.device)
             z = atomic_numbers.to(positions_bohr.device)
+            distances = (positions_bohr[..., dst, :] - positions_bohr[..., src, :]).norm(dim=-1)
             energy = energy + pair_repulsion_eh(self.config.pair_repulsion, z[src], z[dst],
-                                                outputs["pair_distances_bohr"])
+                                                distances)
         outputs["remainder_energy_eh"] = energy
         return outputs
 
@@ -215,15 +224,12 @@ def predict_energy(model: PhiSNetModel, atomic_numbers: torch.Tensor,
                    derivative_order: int = 2) -> EnergyPrediction:
     """Energy of one geometry ``(A, 3)`` or a batch ``(B, A, 3)`` of one molecule, in Eh.
 
-    The network runs in its parameters' dtype; the matrices are cast to the positions' dtype
-    for the eigensolver and energy (a float32 network with a float64 eigensolver is faster
-    and keeps the energy's derivative consistent at the float32 level of the matrices).
+    The network runs in its parameters' dtype, the rest in the positions' dtype
+    (:meth:`PhiSNetModel.forward`): a float32 network with a float64 eigensolver is faster
+    and keeps the energy's derivative consistent at the float32 level of the matrices.
     """
     n_occupied = n_occupied_orbitals(atomic_numbers, charge)
-    network_dtype = next(model.parameters()).dtype
-    outputs = model(atomic_numbers, positions_bohr.to(network_dtype))
-    if network_dtype != positions_bohr.dtype:  # e.g. float32 network, float64 eigensolver
-        outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
+    outputs = model(atomic_numbers, positions_bohr)
     return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
                                derivative_order, model.config.energy_model)
 

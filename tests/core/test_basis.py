@@ -51,6 +51,7 @@ def test_change_of_basis_maps_e3nn_harmonics_onto_pyscf_aos(l):
 
 
 def test_p_shell_is_xyz_and_d_shell_is_not_a_permutation():
+    # exact: entries within 1e-12 of 0 or +-1 are snapped to them (pyscf_from_e3nn)
     np.testing.assert_array_equal(pyscf_from_e3nn(1).numpy(), np.eye(3))
     q2 = pyscf_from_e3nn(2).numpy()
     assert np.sum(np.abs(q2) > 1e-8) > 5  # a rotation mixing components, not a signed permutation

@@ -1,5 +1,5 @@
-"""Exact overlap from PySCF's integrals: values, first and second position derivatives, and a
-model that takes S from them."""
+"""Exact overlap from PySCF's integrals: values, first and second position derivatives (a model
+that takes S from them: tests/electronic/test_model.py)."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,6 @@ from ase.units import Bohr
 
 from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
 from ase_phisnet.core.molecule import build_molecule
-from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, with_exact_overlap
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +49,6 @@ def test_overlap_is_invariant_to_translation(water):
     (gradient,) = torch.autograd.grad((exact_overlap(integrals, moved) * weights).sum(), moved)
     torch.testing.assert_close(gradient.sum(0), torch.zeros(3, dtype=torch.float64), rtol=0,
                                atol=1e-12)
-
-
-def test_model_with_exact_overlap_keeps_the_other_weights(water):
-    numbers, positions = water
-    torch.manual_seed(0)
-    config = ModelConfig(basis="def2-svp", elements=("H", "O"), channels=(8, 4, 4, 4, 4),
-                         num_layers=1, num_radial=4, radial_hidden=8)
-    learned = PhiSNetModel(config).double()
-    exact = with_exact_overlap(learned)
-    assert exact.config.exact_overlap and "overlap" not in exact.config.matrices
-    atomic_numbers = torch.as_tensor(numbers)
-    a, b = learned(atomic_numbers, positions), exact(atomic_numbers, positions)
-    # same weights in another module instance: equal up to float64 summation order
-    torch.testing.assert_close(a["hamiltonian"], b["hamiltonian"], rtol=0, atol=1e-12)
-    reference = build_molecule(numbers, positions.numpy(), "def2-svp").intor("int1e_ovlp")
-    np.testing.assert_allclose(b["overlap"].detach().numpy(), reference, atol=1e-14)
-    with pytest.raises(ValueError, match="leave 'overlap' out"):
-        ModelConfig(exact_overlap=True)
 
 
 def test_force_training_gradients_need_no_second_position_derivatives(water):

@@ -27,7 +27,7 @@ def test_positions_of_all_records_match_the_records(water_file):
     dataset = HamiltonianDataset(water_file)
     positions = dataset.positions_bohr()
     assert positions.shape == (10, 3, 3)
-    np.testing.assert_array_equal(positions[7], dataset[7].positions_bohr)
+    np.testing.assert_array_equal(positions[7], dataset[7].positions_bohr)  # one array, read twice
 
 
 def test_items_are_lazy_and_survive_pickling(water_file):
@@ -36,7 +36,7 @@ def test_items_are_lazy_and_survive_pickling(water_file):
     first = dataset[0]
     assert first.hamiltonian_eh.shape == (7, 7)
     clone = pickle.loads(pickle.dumps(dataset))
-    np.testing.assert_array_equal(clone[-1].overlap, dataset[-1].overlap)
+    np.testing.assert_array_equal(clone[-1].overlap, dataset[-1].overlap)  # the stored array
     with pytest.raises(IndexError):
         dataset[10]
     import torch

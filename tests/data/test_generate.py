@@ -45,6 +45,7 @@ def test_generation_writes_metadata_and_records_that_match_pyscf(tmp_path):
 
     assert meta.pyscf_version == pyscf.__version__
     with h5py.File(out) as handle:
+        # the plan as written (copies of the inputs): exact
         np.testing.assert_array_equal(handle["plan/temperature_k"][()], [300, 300, 500])
         planned = handle["plan/positions_bohr"][()]
     for position in range(3):
@@ -89,17 +90,57 @@ def test_killed_generation_resumes_without_losing_or_duplicating(tmp_path):
     _assert_records_match_fresh_pyscf(dataset, theory)
 
 
-def test_any_executor_and_local_processes_give_the_same_records(tmp_path):
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """The TINY dataset computed in this process (workers=1): what every executor must give."""
+    out = tmp_path_factory.mktemp("in_process") / "water.h5"
+    generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, out, progress=False)
+    return HamiltonianDataset(out)
+
+
+def _assert_same_records(dataset, reference):
+    """Same plan, same records: the geometries are sampled in the calling process (seeded MD;
+    threads may reorder its sums, 1e-12 Å); each SCF converges to conv_tol = 1e-10 Eh from
+    its own start, so matrices agree to ~1e-8 Eh and forces to ~1e-6 Eh/Bohr."""
+    assert len(dataset) == len(reference) and not dataset.failed
+    for position in range(len(reference)):
+        got, expected = dataset[position], reference[position]
+        np.testing.assert_allclose(got.positions_bohr, expected.positions_bohr, rtol=0,
+                                   atol=1e-10)
+        assert got.energy_eh == pytest.approx(expected.energy_eh, abs=1e-9)
+        np.testing.assert_allclose(got.hamiltonian_eh, expected.hamiltonian_eh, atol=1e-8)
+        np.testing.assert_allclose(got.forces_eh_per_bohr, expected.forces_eh_per_bohr,
+                                   atol=1e-6)
+
+
+def test_any_executor_gives_the_in_process_records(tmp_path, in_process):
     with ThreadPoolExecutor(2) as executor:
         generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, tmp_path / "threads.h5",
                          executor=executor, progress=False)
+    _assert_same_records(HamiltonianDataset(tmp_path / "threads.h5"), in_process)
+
+
+def test_local_processes_give_the_in_process_records(tmp_path, in_process):
     generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, tmp_path / "procs.h5", workers=2,
                      progress=False)
-    threads, procs = HamiltonianDataset(tmp_path / "threads.h5"), HamiltonianDataset(
-        tmp_path / "procs.h5")
-    for position in range(3):
-        np.testing.assert_allclose(threads[position].hamiltonian_eh,
-                                   procs[position].hamiltonian_eh, atol=1e-8)
+    _assert_same_records(HamiltonianDataset(tmp_path / "procs.h5"), in_process)
+
+
+def test_a_dask_cluster_gives_the_in_process_records(tmp_path, in_process):
+    """generate_dataset on a Dask client's executor (an in-process cluster: one worker
+    thread). The [dask] extra is in the test extra, so CI runs this; the skip is for users
+    without it."""
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "dask.h5"
+    with (distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                   dashboard_address=None) as cluster,
+          distributed.Client(cluster) as client,
+          distributed.get_task_stream(client) as tasks):
+        summary = generate_dataset("H2O", 3, TINY_THEORY, TINY_SAMPLER, out,
+                                   executor=client.get_executor(), progress=False)
+    assert summary.n_computed_this_run == 3 and summary.n_records == 3
+    assert len(tasks.data) == 3  # every SCF ran as a task on the cluster
+    _assert_same_records(HamiltonianDataset(out), in_process)
 
 
 def test_failed_scf_is_recorded_and_never_stored(tmp_path):

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 from ase.build import molecule
-from ase.units import Bohr, Hartree
+from ase.units import Bohr
 
 from ase_phisnet.core.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
-from ase_phisnet.data.pyscf_calculator import PySCFCalculator
 from ase_phisnet.data.reference import Theory, compute_reference
 
 WATER = molecule("H2O")
@@ -24,7 +23,7 @@ def test_record_holds_a_consistent_closed_shell_solution():
 
     eps = scipy.linalg.eigh(record.hamiltonian_eh, record.overlap, eigvals_only=True)
     np.testing.assert_allclose(eps, record.orbital_energies_eh, atol=1e-10)
-    np.testing.assert_array_equal(record.occupations, [2, 2, 2, 2, 2, 0, 0])
+    np.testing.assert_array_equal(record.occupations, [2, 2, 2, 2, 2, 0, 0])  # set, not computed
     # Known RHF/STO-3G energy of water near equilibrium (about -74.96 Eh).
     assert -75.0 < record.energy_eh < -74.9
     assert record.scf_cycles > 0
@@ -42,16 +41,6 @@ def test_forces_are_minus_the_energy_gradient_in_eh_per_bohr():
             energies.append(compute_reference(WATER.numbers, displaced, STO3G_HF).energy_eh)
         numerical_force = -(energies[0] - energies[1]) / (2 * step_bohr)
         assert record.forces_eh_per_bohr[atom, axis] == pytest.approx(numerical_force, abs=1e-6)
-
-
-def test_dft_record_and_ase_calculator_units():
-    theory = Theory(xc="pbe", basis="sto-3g", grid_level=1)
-    record = compute_reference(WATER.numbers, WATER.positions / Bohr, theory)
-    atoms = WATER.copy()
-    atoms.calc = PySCFCalculator(theory)
-    assert atoms.get_potential_energy() == pytest.approx(record.energy_eh * Hartree, abs=1e-7)
-    np.testing.assert_allclose(atoms.get_forces(), record.forces_eh_per_bohr * Hartree / Bohr,
-                               atol=1e-6)
 
 
 def test_odd_electron_count_is_refused():

@@ -16,7 +16,7 @@ from ase_phisnet.data.sampling import (
     tblite_available,
 )
 
-FAST_LANGEVIN = dict(equilibration_steps=20, stride=5)
+FAST_LANGEVIN = {"equilibration_steps": 20, "stride": 5}
 
 
 def _oh_distances(positions):
@@ -58,7 +58,7 @@ def test_normal_mode_sampling_spread_grows_with_temperature():
 def test_quantum_normal_modes_keep_zero_point_spread_at_low_temperature():
     water = molecule("H2O")
     calculator = make_cheap_calculator("auto")
-    positions, eigenvalues, modes = harmonic_modes(water, calculator)
+    _, eigenvalues, modes = harmonic_modes(water, calculator)
     assert modes.shape == (9, 3) and np.all(eigenvalues > 0)
     quantum = SamplerConfig(kind="normal-modes", temperatures_k=(10.0,), quantum=True)
     classical = SamplerConfig(kind="normal-modes", temperatures_k=(10.0,))

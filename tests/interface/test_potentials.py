@@ -20,7 +20,7 @@ from ase_phisnet.interface.potentials import potential_path
 SHIPPED = list_potentials()
 MOLECULES = {"water-pbe-def2svp": "H2O", "water-pbe-def2svp-orbitals": "H2O",
              "ethanol-pbe-def2svp": "CH3CH2OH", "ethanol-pbe-def2svp-orbitals": "CH3CH2OH"}
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_water_potential_is_shipped_with_a_card_and_metrics():
@@ -104,56 +104,3 @@ def test_default_potential_by_chemical_formula():
                 default_potential(ethanol)
     with pytest.raises(ModelFileError, match="no shipped potential for CH4.*water-pbe-def2svp"):
         default_potential(molecule("CH4"))
-
-
-def test_ship_potential_card_of_a_band_structure_model(small_potential, tmp_path):
-    """ship_potential evaluates the model on its recorded test split and writes weights,
-    metrics and a card that names the energy model and the pair prior, leaves out the matrices
-    it lacks, and gives the metrics on an extra data file's own test split."""
-    import shutil
-
-    from ase_phisnet.data.dataset import HamiltonianDataset
-    from ase_phisnet.electronic.model import reconfigured, with_exact_overlap
-    from ase_phisnet.electronic.model_file import load_model, save_model
-    from ase_phisnet.interface.potentials import ship_potential
-    from ase_phisnet.training.evaluate import evaluate_model
-
-    path, data = small_potential("H2O")
-    band = reconfigured(with_exact_overlap(load_model(path)), energy_model="band_structure",
-                        matrices=("hamiltonian",), pair_repulsion="zbl")
-    hot = str(tmp_path / "hot.h5")
-    shutil.copy(data, hot)
-    with open(path + ".json") as handle:
-        training = json.load(handle)["training"]
-    training["split"] = {**training["split"], "n_train": 8, "n_validation": 4, "n_test": 4}
-    hot_split = {"seed": 7, "n_train": 10, "n_validation": 3, "n_test": 3}
-    training["extra_data"] = [{"dataset": hot, "split": hot_split}]
-    stage = tmp_path / "stage"
-    stage.mkdir()
-    save_model(band, stage / "best_model.pt", extra={"training": training})
-    config = tmp_path / "stage.yaml"
-    config.write_text(f"dataset: {data}\noutput_dir: {stage}\n")
-    metrics = ship_potential(str(stage / "best_model.pt"), data, "water-band", [str(config)],
-                             generate_command="ase-phisnet generate ...", hardware="test",
-                             out_dir=str(tmp_path / "out"),
-                             extra_data=[(hot, "ase-phisnet generate --temperature 900")])
-    card = (tmp_path / "out" / "water-band.md").read_text()
-    assert "'band_structure' energy model" in card and "overlap from PySCF's integrals" in card
-    assert "core H MAE" not in card and "| S | exact, from the integrals |" in card
-    assert "pair repulsion prior: ZBL" in card
-    assert "`ase-phisnet generate --temperature 900`" in card
-    assert "On the test split of `data/hot.h5` (3 geometries" in card
-    with open(tmp_path / "out" / "water-band.pt.json") as handle:
-        shipped = json.load(handle)
-    assert shipped["training"]["extra_data"] == [{"dataset": "hot.h5", "split": hot_split}]
-    assert shipped["extra_metrics"]["hot.h5"]["n_geometries"] == 3
-    from ase_phisnet.training.evaluate import trained_test_split
-
-    dataset = HamiltonianDataset(data)
-    with open(tmp_path / "out" / "water-band.pt.json") as handle:
-        test = trained_test_split(json.load(handle), dataset)
-    assert len(test) == 4
-    again = evaluate_model(load_model(tmp_path / "out" / "water-band.pt").double(), dataset, test)
-    # The shipped weights are float32 copies of the evaluated float64 model.
-    assert metrics["energy_mae_mev"] == pytest.approx(again.energy_mae_mev, rel=1e-6)
-    assert np.isfinite(metrics["force_mae_mev_per_ang"])

@@ -1,6 +1,9 @@
-"""PhiSNet: exact equivariance of H and S in float64, symmetry, model files."""
+"""PhiSNet, the matrix network: H and S covariant under rotations, reflections, translations and
+atom permutations (float32 and float64), the fixed on-site overlap, batches, TraceGrad inference,
+and clear errors."""
 
-import json
+import copy
+import functools
 
 import numpy as np
 import pytest
@@ -8,256 +11,184 @@ import torch
 from ase.build import molecule
 from ase.units import Bohr
 from e3nn import o3
+from symmetry import (
+    DTYPES,
+    TOLERANCE,
+    ao_D,
+    assert_equivariant,
+    group_elements,
+    irreps_D,
+    relative_error,
+)
 
-from ase_phisnet.core.errors import ModelFileError, UnsupportedElementError
-from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
-from ase_phisnet.electronic.model_file import load_model, save_model
-from ase_phisnet.nn.layers import DepthwiseTensorProduct, equivariant_linear, mmajor_permutation
+from ase_phisnet.core.errors import UnsupportedElementError
+from ase_phisnet.nn.layers import BesselRadialBasis
+from ase_phisnet.nn.network import NetworkConfig, PairFeatures, PhiSNet
 
-SMALL = dict(channels=(8, 4, 4, 2, 2), num_layers=2, num_radial=8, radial_hidden=16)
-# Glycine-like C, N, O, H molecule in def2-SVP (geometry from ASE's g2 set where available).
+SMALL = {"channels": (8, 4, 4, 2, 2), "num_layers": 2, "num_radial": 8, "radial_hidden": 16}
+# Acetamide: C, N, O, H in def2-SVP (d shells, features up to l = 4).
 CNOH = "CH3CONH2"
 
 
-def make_model(elements, tracegrad=False, seed=0):
-    torch.manual_seed(seed)
-    config = ModelConfig(basis="def2-svp", elements=elements, tracegrad=tracegrad, **SMALL)
-    return PhiSNetModel(config).to(torch.float64)
+@functools.cache
+def _network64(elements, tracegrad):
+    torch.manual_seed(0)
+    network = PhiSNet(NetworkConfig(basis="def2-svp", elements=elements, tracegrad=tracegrad,
+                                    **SMALL))
+    if tracegrad:  # zero-initialized (training lets them in): make the gradient features count
+        with torch.no_grad():
+            network.tracegrad.atom_back.weight.normal_(std=0.3)
+            network.tracegrad.pair_back.weight.normal_(std=0.3)
+    return network.double()
 
 
-def predict(model, atoms, positions_ang=None):
+def make_network(elements, tracegrad=False, dtype=torch.float64):
+    """A small network, seeded; built once per (elements, tracegrad) (e3nn's modules take
+    seconds to build), copied for each test."""
+    return copy.deepcopy(_network64(tuple(elements), tracegrad)).to(dtype)
+
+
+def predict(network, atoms, positions_ang=None, dtype=torch.float64):
     positions = atoms.positions if positions_ang is None else positions_ang
-    z = torch.tensor(atoms.numbers)
-    return model(z, torch.tensor(positions / Bohr, dtype=torch.float64))
+    return network(torch.tensor(atoms.numbers), torch.tensor(positions / Bohr, dtype=dtype))
 
 
-def relative_error(a, b):
-    a, b = a.detach(), b.detach()
-    return float((a - b).abs().max() / b.abs().max().detach())
-
-
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
     "name,elements,tracegrad",
     [("H2O", ("H", "O"), False), (CNOH, ("H", "C", "N", "O"), False),
      ("H2O", ("H", "O"), True), (CNOH, ("H", "C", "N", "O"), True)],
 )
-def test_matrices_are_equivariant_under_rotation_translation_and_permutation(name, elements,
-                                                                             tracegrad):
-    model = make_model(elements, tracegrad)
+def test_matrices_are_covariant_and_features_invariant(name, elements, tracegrad, dtype):
+    """M(g x + t) = D_ao(g) M(x) D_ao(g)^T for a rotation and a reflection g and a shift t;
+    permuted atoms permute the AO blocks; the scalar atom features and distances are invariant
+    (permuted with the atoms)."""
+    network = make_network(elements, tracegrad, dtype)
     atoms = molecule(name)
-    reference = predict(model, atoms)
-    torch.manual_seed(1)
-    rotation = o3.rand_matrix(dtype=torch.float64)
+    reference = predict(network, atoms, dtype=dtype)
     shift = np.array([0.7, -1.3, 2.1])
-    moved = predict(model, atoms, atoms.positions @ rotation.numpy().T + shift)
-    d = model.layout.wigner_D(atoms.numbers, rotation)
+    for element, g in group_elements(1).items():
+        moved = predict(network, atoms, atoms.positions @ g.numpy().T + shift, dtype)
+        d = ao_D(network.layout, atoms.numbers, g.to(dtype))
+        for key in network.config.matrices:
+            assert_equivariant(moved[key], d @ reference[key] @ d.T, dtype, f"{key}, {element}")
+        for key in ("atom_scalars", "pair_distances_bohr"):
+            assert_equivariant(moved[key], reference[key], dtype, f"{key}, {element}")
+
     permutation = np.random.default_rng(2).permutation(len(atoms))
-    permuted_atoms = atoms[permutation]
-    permuted = predict(model, permuted_atoms)
-    slices = model.layout.ao_slices(atoms.numbers)
+    permuted = predict(network, atoms[permutation], dtype=dtype)
+    slices = network.layout.ao_slices(atoms.numbers)
     ao_permutation = np.concatenate([np.arange(slices[i].start, slices[i].stop)
                                      for i in permutation])
-    for key in model.config.matrices:
-        expected = d @ reference[key] @ d.T
-        assert relative_error(moved[key], expected) < 1e-10, key
-        assert relative_error(permuted[key], reference[key][ao_permutation][:, ao_permutation]) \
-            < 1e-12, key
-        torch.testing.assert_close(reference[key], reference[key].T, rtol=0, atol=1e-14)
+    for key in network.config.matrices:
+        assert_equivariant(permuted[key], reference[key][ao_permutation][:, ao_permutation],
+                           dtype, f"{key}, permutation")
+        # M + M^T: symmetric by construction (a + b == b + a in IEEE arithmetic)
+        assert torch.equal(reference[key], reference[key].T)
+    assert_equivariant(permuted["atom_scalars"], reference["atom_scalars"][permutation], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("element", ["rotation", "reflection"])
+def test_pair_features_are_equivariant(dtype, element):
+    torch.manual_seed(3)
+    hidden = o3.Irreps("4x0e + 3x1o + 2x2e")
+    sh_irreps = o3.Irreps.spherical_harmonics(2)
+    pair = PairFeatures(hidden, sh_irreps, num_radial=6, radial_hidden=8).to(dtype)
+    radial_basis = BesselRadialBasis(6, 8.0).to(dtype)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, hidden.dim, dtype=dtype, generator=generator)
+    positions = 2 * torch.randn(2, 4, 3, dtype=dtype, generator=generator)
+    index = torch.arange(4)
+    src, dst = (i[index[:, None] != index[None, :]] for i in
+                torch.meshgrid(index, index, indexing="ij"))
+    g = group_elements(5, dtype)[element]
+
+    def apply(x, positions):
+        vectors = positions.index_select(-2, dst) - positions.index_select(-2, src)
+        sh = o3.spherical_harmonics(sh_irreps, vectors, normalize=True,
+                                    normalization="component")
+        return pair(x, src, dst, pair.tensor_product.couple(sh), radial_basis(vectors.norm(dim=-1)))
+
+    expected = apply(x, positions) @ irreps_D(pair.irreps_out, g).T
+    assert_equivariant(apply(x @ irreps_D(hidden, g).T, positions @ g.T), expected, dtype)
 
 
 def test_overlap_diagonal_blocks_are_the_exact_onsite_overlap():
-    model = make_model(("H", "O"))
-    atoms = molecule("H2O")
-    overlap = predict(model, atoms)["overlap"]
+    network = make_network(("H", "O"))
+    overlap = predict(network, molecule("H2O"))["overlap"]
+    # a fixed table copied into the matrix (no arithmetic on it but 0.5 * (B + B^T))
     torch.testing.assert_close(torch.diagonal(overlap), torch.ones(24, dtype=torch.float64),
                                rtol=0, atol=1e-14)
     from pyscf import gto
 
     mol = gto.M(atom=[["O", (0, 0, 0)]], basis="def2-svp", spin=0, verbose=0)
-    block = overlap[:14, :14].detach().numpy()
-    np.testing.assert_allclose(block, mol.intor("int1e_ovlp"), atol=1e-14)
+    np.testing.assert_allclose(overlap[:14, :14].detach().numpy(), mol.intor("int1e_ovlp"),
+                               atol=1e-14)
 
 
 def test_nao_follows_the_basis_layout():
-    model = make_model(("H", "C", "O"))
-    atoms = molecule("CH3CH2OH")
-    assert predict(model, atoms)["hamiltonian"].shape == (72, 72)  # PySCF's mol.nao
+    network = make_network(("H", "C", "O"))
+    assert predict(network, molecule("CH3CH2OH"))["hamiltonian"].shape == (72, 72)  # mol.nao
 
 
 def test_unknown_element_is_a_clear_error():
-    model = make_model(("H", "O"))
+    network = make_network(("H", "O"))
     with pytest.raises(UnsupportedElementError, match=r"knows elements \['H', 'O'\]; got \['C'\]"):
-        predict(model, molecule("CH4"))
-
-
-def test_model_file_round_trips_exactly(tmp_path):
-    model = make_model(("H", "O"), tracegrad=True)
-    path = tmp_path / "model.pt"
-    save_model(model, path)
-    loaded = load_model(path)
-    assert loaded.config == model.config
-    atoms = molecule("H2O")
-    for key, value in predict(model, atoms).items():
-        # same weights in another module instance: equal up to float64 summation order
-        torch.testing.assert_close(predict(loaded, atoms)[key], value, rtol=0, atol=1e-12)
-
-
-def test_corrupt_foreign_and_future_model_files_are_clear_errors(tmp_path):
-    model = make_model(("H", "O"))
-    path = tmp_path / "model.pt"
-    save_model(model, path)
-    with pytest.raises(ModelFileError, match="missing config"):
-        load_model(tmp_path / "nothing.pt")
-    meta = json.loads((tmp_path / "model.pt.json").read_text())
-    (tmp_path / "model.pt.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ModelFileError, match="format version 99"):
-        load_model(path)
-    (tmp_path / "model.pt.json").write_text(json.dumps({**meta, "format": "other"}))
-    with pytest.raises(ModelFileError, match="not an ase-phisnet model"):
-        load_model(path)
-    (tmp_path / "model.pt.json").write_text(json.dumps(meta))
-    path.write_bytes(b"garbage")
-    with pytest.raises(ModelFileError, match="corrupt"):
-        load_model(path)
-
-
-def test_config_validates():
-    with pytest.raises(ValueError, match="unknown element"):
-        ModelConfig(elements=("H", "Xx"))
-    with pytest.raises(ValueError, match="matrices"):
-        ModelConfig(matrices=("overlap",))
-    with pytest.raises(ValueError, match="channels needs 5 entries"):
-        PhiSNetModel(ModelConfig(channels=(8, 4)))
-    with pytest.raises(ValueError, match="energy_model"):
-        ModelConfig(energy_model="harris")
-    assert ModelConfig(matrices=("hamiltonian", "overlap"),
-                       energy_model="band_structure").predicts_energy
-    assert not ModelConfig(matrices=("hamiltonian", "overlap")).predicts_energy
-
-
-def test_reconfigured_keeps_weights_and_refuses_new_ones():
-    torch.manual_seed(0)
-    model = PhiSNetModel(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1)).double()
-    with torch.no_grad():
-        model.remainder.element_energy_eh.fill_(-1.0)
-    band = reconfigured(model, energy_model="band_structure",
-                        matrices=("hamiltonian", "overlap"))
-    assert "core_hamiltonian" not in band.heads and band.config.energy_model == "band_structure"
-    assert not bool(band.remainder.element_energy_eh.any())  # constants of the old energy model
-    z = torch.tensor([8, 1, 1])
-    xyz = torch.tensor([[0.0, 0.0, 0.2], [0.0, 1.4, -0.9], [0.0, -1.4, -0.9]], dtype=torch.float64)
-    before, after = model(z, xyz), band(z, xyz)
-    for name in ("hamiltonian", "overlap"):
-        # same weights in another module instance: equal up to float64 summation order
-        torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="no trained head"):
-        reconfigured(band, matrices=("hamiltonian", "overlap", "core_hamiltonian"))
-    with pytest.raises(ValueError, match="only"):
-        reconfigured(model, num_layers=2)
-    same = reconfigured(model, matrices=("hamiltonian", "overlap"))  # same energy model
-    torch.testing.assert_close(same.remainder.element_energy_eh, model.remainder.element_energy_eh)
-    exact = reconfigured(model, exact_overlap=True, matrices=("hamiltonian", "core_hamiltonian"))
-    with pytest.raises(ValueError, match="no trained S head"):
-        reconfigured(exact, exact_overlap=False)
-
-
-def test_band_structure_energy_is_tr_ph_plus_the_correction_without_e_nuc():
-    """The two energy models share the matrices and the correction; they differ by exactly
-    ``E_nuc + 1/2 Tr[P (H_core - H)]``."""
-    from ase_phisnet.electronic.energy import nuclear_repulsion_eh
-    from ase_phisnet.electronic.model import predict_energy
-
-    torch.manual_seed(1)
-    model = PhiSNetModel(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1,
-                                exact_overlap=True,
-                                matrices=("hamiltonian", "core_hamiltonian"))).double()
-    band = reconfigured(model, energy_model="band_structure")
-    z = torch.tensor([8, 1, 1])
-    xyz = torch.tensor([[0.0, 0.0, 0.2], [0.0, 1.4, -0.9], [0.0, -1.4, -0.9]], dtype=torch.float64)
-    with torch.no_grad():
-        out = model(z, xyz)
-        # A plausible water Fock matrix is not needed: any symmetric H with a gap will do.
-        phisnet, banded = predict_energy(model, z, xyz), predict_energy(band, z, xyz)
-    density = banded.solution.density_matrix
-    expected = (density * out["hamiltonian"]).sum() + out["remainder_energy_eh"]
-    torch.testing.assert_close(banded.energy_eh, expected)
-    difference = (nuclear_repulsion_eh(z, xyz)
-                  + 0.5 * (density * (out["core_hamiltonian"] - out["hamiltonian"])).sum())
-    torch.testing.assert_close(phisnet.energy_eh - banded.energy_eh, difference)
+        predict(network, molecule("CH4"))
 
 
 def test_a_batch_of_geometries_equals_one_by_one():
-    model = make_model(("H", "O"), tracegrad=True)
+    network = make_network(("H", "O"), tracegrad=True)
     atoms = molecule("H2O")
     rng = np.random.default_rng(0)
     positions = atoms.positions[None] + 0.05 * rng.normal(size=(3, 3, 3))
     z = torch.tensor(atoms.numbers)
-    batch = model(z, torch.tensor(positions / Bohr), return_invariants=True)
+    batch = network(z, torch.tensor(positions / Bohr), return_invariants=True)
+    assert set(batch) >= {"trace_atom", "trace_pair"}
     for b in range(3):
-        single = model(z, torch.tensor(positions[b] / Bohr), return_invariants=True)
+        single = network(z, torch.tensor(positions[b] / Bohr), return_invariants=True)
         for key, value in single.items():
+            # the same sums over another batch shape: float64 rounding only
             torch.testing.assert_close(batch[key][b], value, rtol=1e-12, atol=1e-12)
 
 
 def test_tracegrad_inference_without_autograd_equals_training_mode():
     """TraceGrad needs gradients inside the forward pass; under no_grad it must agree."""
-    model = make_model(("H", "O"), tracegrad=True)
+    network = make_network(("H", "O"), tracegrad=True)
     atoms = molecule("H2O")
-    with_graph = predict(model, atoms)
+    with_graph = predict(network, atoms)
     with torch.no_grad():
-        without = predict(model, atoms)
+        without = predict(network, atoms)
     for key, value in with_graph.items():
         assert not without[key].requires_grad
+        # one computation with and without a recorded graph: float64 rounding at most
         torch.testing.assert_close(without[key], value.detach(), rtol=0, atol=1e-13)
 
 
-def test_mmajor_linear_is_e3nn_linear_with_the_same_weights():
-    """The network evaluates e3nn's o3.Linear from its own weights on m-major features."""
-    irreps_in = o3.Irreps("5x0e + 3x1o + 2x2e + 4x1e")
-    irreps_out = o3.Irreps("2x0e + 4x1o + 3x2e + 1x3o")
-    torch.manual_seed(0)
-    linear = o3.Linear(irreps_in, irreps_out).to(torch.float64)
-    x = torch.randn(2, 7, irreps_in.dim, dtype=torch.float64)
-    expected = linear(x)[..., mmajor_permutation(irreps_out)]
-    got = equivariant_linear(linear, x[..., mmajor_permutation(irreps_in)])
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-13)
-    # several linears side by side: per type (2l+1, linear, channel)
-    other = o3.Linear(irreps_in, irreps_out).to(torch.float64)
-    both = equivariant_linear([linear, other], x[..., mmajor_permutation(irreps_in)])
-    start = 0
-    for mul, ir in irreps_out:
-        chunk = both[..., start : start + 2 * mul * ir.dim].reshape(2, 7, ir.dim, 2, mul)
-        for k, lin in enumerate((linear, other)):
-            ref = lin(x)[..., irreps_out.slices()[list(irreps_out).index((mul, ir))]]
-            torch.testing.assert_close(chunk[..., k, :], ref.reshape(2, 7, mul, ir.dim)
-                                       .transpose(-1, -2), rtol=0, atol=1e-13)
-        start += 2 * mul * ir.dim
+def test_float32_network_is_the_float64_network_to_float32_precision():
+    network = make_network(("H", "O"), tracegrad=True)
+    atoms = molecule("H2O")
+    double = predict(network, atoms)
+    single = predict(network.to(torch.float32), atoms, dtype=torch.float32)
+    for key in network.config.matrices:
+        assert single[key].dtype == torch.float32
+        assert relative_error(single[key], double[key]) < TOLERANCE[torch.float32], key
 
 
-def test_depthwise_tensor_product_is_its_defining_sum():
-    """z_{e,(l1 l2 L), u, M} = w sqrt(2L+1) sum C^{l1 l2 L}_{m1 m2 M} x_{e u m1} Y_{e m2}."""
-    irreps_in, irreps_sh = o3.Irreps("3x0e + 2x1o + 2x2e"), o3.Irreps.spherical_harmonics(2)
-    product = DepthwiseTensorProduct(irreps_in, irreps_sh, allowed_ls=(0, 1, 2))
-    rng = torch.Generator().manual_seed(0)
-    n_edges = 4
-    x = torch.randn(n_edges, irreps_in.dim, generator=rng, dtype=torch.float64)  # e3nn layout
-    sh = torch.randn(n_edges, irreps_sh.dim, generator=rng, dtype=torch.float64)
-    w = torch.randn(n_edges, product.weight_numel, generator=rng, dtype=torch.float64)
-    outputs = {}  # type -> list of (E, 2L+1) channels in (block, path, u) order
-    w_offset = 0
-    for (mul, ir_in), x_slice in zip(irreps_in, irreps_in.slices()):
-        block = x[:, x_slice].reshape(n_edges, mul, ir_in.dim)
-        paths = [(ir_sh, sh_slice, ir_out) for (_, ir_sh), sh_slice in
-                 zip(irreps_sh, irreps_sh.slices()) for ir_out in ir_in * ir_sh
-                 if ir_out.l <= 2]
-        for p, (ir_sh, sh_slice, ir_out) in enumerate(paths):
-            cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
-            z = torch.einsum("ijk,eui,ej->euk", cg, block, sh[:, sh_slice]) * ir_out.dim ** 0.5
-            z = z * w[:, w_offset + p * mul : w_offset + (p + 1) * mul, None]
-            outputs.setdefault(ir_out, []).extend(z.unbind(1))
-        w_offset += len(paths) * mul
-    expected = torch.cat([torch.stack(outputs[ir], dim=-1).reshape(n_edges, -1)
-                          for _, ir in product.irreps_out], dim=-1)  # m-major
-    weights = w.index_select(-1, product._constants.get("w_index", w))
-    got = product(x[:, mmajor_permutation(irreps_in)], product.couple(sh), weights)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-13)
+@pytest.mark.parametrize(
+    "changes,message",
+    [({"elements": ("H", "Xx")}, "unknown element"),
+     ({"matrices": ("overlap",)}, "matrices must include 'hamiltonian'"),
+     ({"matrices": ("hamiltonian", "fock")}, "matrices must include"),
+     ({"num_layers": 0}, "must be positive"),
+     ({"channels": (8, 0, 4)}, ">= 1 channel")],
+)
+def test_network_config_validates(changes, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkConfig(**changes)
+
+
+def test_too_few_channels_for_the_degree_is_a_clear_error():
+    with pytest.raises(ValueError, match="channels needs 5 entries"):
+        PhiSNet(NetworkConfig(channels=(8, 4)))

@@ -1,4 +1,5 @@
-"""Training: a tiny model overfits, checkpoints resume exactly, CLI train/evaluate work."""
+"""The training loop: a tiny model overfits, checkpoints resume, partial and extra data files,
+TraceGrad, dipole, energy and force terms train, DDP equals one process, CLI train/evaluate."""
 
 import json
 from pathlib import Path
@@ -25,20 +26,6 @@ def tiny_config(water_file, output_dir, **optim):
         "model": TINY_MODEL,
         "optim": {"dtype": "float64", "batch_size": 2, "learning_rate": 5e-3, **optim},
     })
-
-
-def test_huber_loss_is_the_square_near_zero_and_linear_far_out():
-    """x = 0.5 and x = 10 (scaled errors): 2 huber(x, delta=1) + |x| is x^2 + |x| inside
-    delta and 2 delta |x| - delta^2 + |x| beyond; delta = 0 keeps the plain square."""
-    from ase_phisnet.training.loop import _scaled_error
-
-    sigma = torch.tensor(2.0, dtype=torch.float64)
-    for x, robust in ((0.5, 0.25 + 0.5), (10.0, 19.0 + 10.0)):
-        prediction = torch.tensor([2.0 * x], dtype=torch.float64)
-        zero = torch.zeros(1, dtype=torch.float64)
-        assert float(_scaled_error(prediction, zero, sigma, huber_delta=1.0)) == \
-            pytest.approx(robust)
-        assert float(_scaled_error(prediction, zero, sigma)) == pytest.approx(x**2 + x)
 
 
 def test_tiny_model_overfits_four_water_geometries(water_file, tmp_path):
@@ -71,12 +58,15 @@ def test_checkpoint_resumes_exactly(water_file, tmp_path):
     train(tiny_config(water_file, tmp_path / "resumed", max_epochs=2), progress=False)
     resumed = train(tiny_config(water_file, tmp_path / "resumed", max_epochs=4), progress=False)
     assert resumed.epochs == straight.epochs == 4
-    assert [h["validation_loss"] for h in resumed.history] == \
-        [h["validation_loss"] for h in straight.history]
+    # Resuming restores weights, optimizer, EMA, scheduler and the shuffling RNG; the runs are
+    # two code paths (one process vs a reload), so compare to float64 rounding (1e-12), far
+    # below what one lost or repeated optimizer step changes (~1e-3 of the weights).
+    np.testing.assert_allclose([h["validation_loss"] for h in resumed.history],
+                               [h["validation_loss"] for h in straight.history], rtol=1e-10)
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-10, atol=1e-12)
 
 
 def test_training_starts_on_a_file_still_being_generated(water_file, tmp_path, caplog):
@@ -180,24 +170,6 @@ def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file,
                                   main_dataset.split(1, 4, 2, 2).test)
 
 
-@pytest.mark.parametrize(
-    "values,message",
-    [
-        ({"optim": {"optimizer": "sgd"}}, "optimizer must be one of"),
-        ({"optim": {"dtype": "float16"}}, "dtype must be one of"),
-        ({"optim": {"learing_rate": 1.0}}, "unknown keys in 'optim'"),
-        ({"loss": {"hamiltonian": -1.0}}, "loss weights"),
-        ({"loss": {"virtual_orbitals": 1.5}}, "virtual_orbitals must be a whole number"),
-        ({"extra_data": [{"split": {"n_train": 3}}]}, "needs 'dataset'"),
-        ({"extra_data": [{"dataset": "y.h5", "spilt": {}}]}, "unknown keys in 'extra_data'"),
-        ({"extra_data": [{"dataset": "y.h5", "repeat": 0}]}, "repeat must be a whole number"),
-    ],
-)
-def test_training_config_validates(values, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig.from_dict({"dataset": "x.h5", "output_dir": "out", **values})
-
-
 def test_distributed_data_parallel_matches_one_process(water_file, tmp_path):
     """Two torchrun ranks, each half of every batch, give the weights of one process."""
     import subprocess
@@ -257,96 +229,13 @@ def test_fine_tuning_an_h_only_model_on_energies_and_forces(small_potential, tmp
     if band:  # a new energy model starts from zeroed element energies, refitted before training
         assert bool(after.remainder.element_energy_eh.any())
     after_state = after.state_dict()
-    changed = [not torch.equal(value, after_state[key])
+    changed = [not torch.allclose(value, after_state[key], rtol=0, atol=1e-9)
                for key, value in before.state_dict().items() if key in after_state]
     assert any(changed)
-    # The matrix heads' on-site offsets of the pretrained model are kept, not refitted.
+    # The matrix heads' on-site offsets of the pretrained model are kept, not refitted: a
+    # buffer copied from the file (no arithmetic on it), so exact.
     torch.testing.assert_close(after.heads["hamiltonian"].onsite_offset,
                                before.heads["hamiltonian"].onsite_offset, rtol=0, atol=0)
-
-
-def test_evaluate_energy_and_force_metrics(small_potential):
-    """The energy/force metrics equal errors computed directly from the calculator."""
-    from ase import Atoms
-    from ase.units import Bohr, Hartree
-
-    from ase_phisnet.interface.calculator import PhiSNetCalculator
-
-    model_path, data_path = small_potential("H2O")
-    model = load_model(model_path).double()
-    dataset = HamiltonianDataset(data_path)
-    metrics = evaluate_model(model, dataset, range(12, 16), batch_size=3)
-    calc = PhiSNetCalculator(model_path)
-    energy_errors, force_errors = [], []
-    for index in range(12, 16):
-        record = dataset[index]
-        atoms = Atoms(numbers=record.atomic_numbers, positions=record.positions_bohr * Bohr)
-        atoms.calc = calc
-        energy_errors.append(atoms.get_potential_energy() - record.energy_eh * Hartree)
-        force_errors.append(atoms.get_forces() - record.forces_eh_per_bohr * Hartree / Bohr)
-    force_errors = np.array(force_errors)
-    assert metrics.energy_mae_mev == pytest.approx(1000 * np.mean(np.abs(energy_errors)), rel=1e-8)
-    assert metrics.force_mae_mev_per_ang == pytest.approx(1000 * np.abs(force_errors).mean(),
-                                                          rel=1e-8)
-    assert metrics.force_max_error_mev_per_ang == pytest.approx(
-        1000 * np.linalg.norm(force_errors, axis=-1).max(), rel=1e-8)
-    assert metrics.energy_mae_kcal_mol == pytest.approx(metrics.energy_mae_mev / 43.364, rel=1e-3)
-
-
-def test_orbital_energy_term_with_virtual_orbitals_matches_the_reference_spectrum(water_file):
-    """With ``n_virtual`` the reference of the orbital-energy term is the lowest
-    ``n_occ + n_virtual`` eigenvalues of the reference H C = S C eps, in the order the loss
-    computes them."""
-    from ase_phisnet.training.loop import load_matrix_data, lowest_orbital_energies
-
-    data = load_matrix_data(HamiltonianDataset(water_file), range(3),
-                            ["hamiltonian", "overlap"], n_virtual=2)
-    assert data.virtual_energies_eh.shape == (3, 2)
-    reference = torch.cat([data.occupied_energies_eh, data.virtual_energies_eh], dim=-1)
-    eps = lowest_orbital_energies(data.matrices["hamiltonian"], data.matrices["overlap"],
-                                    reference.shape[-1])
-    torch.testing.assert_close(eps, reference, rtol=0, atol=1e-7)
-    assert bool((data.virtual_energies_eh[:, 0] > data.occupied_energies_eh[:, -1]).all())
-    assert data.subset(torch.tensor([2])).virtual_energies_eh.shape == (1, 2)
-
-
-def test_dipole_of_the_reference_density_is_the_stored_dipole(water_file):
-    """The dipole loss and metric measure about the centre of nuclear charge R_c: with the
-    reference H and S they give PySCF's dipole of the record (neutral: the same about any
-    origin), and a density with slightly too many electrons gives the same dipole wherever the
-    molecule sits (about the origin 0 it would not)."""
-    from ase_phisnet.electronic.eigensolver import solve_closed_shell
-    from ase_phisnet.electronic.observables import charge_center_bohr, dipole_moment_e_bohr
-    from ase_phisnet.training.evaluate import _dipole_error_e_bohr
-    from ase_phisnet.training.loop import load_matrix_data
-
-    dataset = HamiltonianDataset(water_file)
-    data = load_matrix_data(dataset, range(3), ["hamiltonian", "overlap"],
-                            with_position_integrals=True)
-    solution = solve_closed_shell(data.matrices["hamiltonian"], data.matrices["overlap"],
-                                  data.occupied_energies_eh.shape[-1])
-    z, positions = data.atomic_numbers, data.positions_bohr
-    center = charge_center_bohr(z, positions)
-    dipole = dipole_moment_e_bohr(solution.density_matrix, data.position_integrals, z,
-                                  positions, origin_bohr=center)
-    torch.testing.assert_close(dipole, data.dipole_e_bohr, rtol=0, atol=1e-6)
-    assert float(data.dipole_e_bohr.norm(dim=-1).min()) > 0.1  # water is polar
-    record = dataset[0]
-    n_occ = int(np.sum(record.occupations > 0))
-    orbitals = solution.orbitals[0, :, :n_occ].numpy()
-    error = _dipole_error_e_bohr(orbitals, data.position_integrals[0].numpy(), record, n_occ)
-    np.testing.assert_allclose(error, 0, atol=1e-6)
-
-    from ase_phisnet.core.integrals import position_integrals
-
-    far = positions[0] + torch.tensor([10.0, -7.0, 4.0], dtype=torch.float64)
-    too_many = 1.001 * solution.density_matrix[0]
-    moved = torch.as_tensor(position_integrals(z.numpy(), [far.numpy()], "sto-3g")[0])
-    dipole_far = dipole_moment_e_bohr(too_many, moved, z, far,
-                                      origin_bohr=charge_center_bohr(z, far))
-    dipole_here = dipole_moment_e_bohr(too_many, data.position_integrals[0], z, positions[0],
-                                       origin_bohr=center[0])
-    torch.testing.assert_close(dipole_far, dipole_here, rtol=0, atol=1e-8)
 
 
 def test_dipole_loss_trains_the_density(water_file, tmp_path):
@@ -368,18 +257,3 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
     values["output_dir"] = str(tmp_path / "no_overlap")
     with pytest.raises(ValueError, match=r"need a model that predicts H and S"):
         train(TrainConfig.from_dict(values), progress=False)
-
-
-@pytest.mark.parametrize("path", sorted(
-    str(p) for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")),
-    ids=lambda p: Path(p).name)
-def test_every_shipped_training_config_is_valid(path):
-    """The configs the model cards cite parse, and their model settings are ModelConfig
-    fields (those of fine-tunes are applied by init_from, fresh ones build a model)."""
-    from ase_phisnet.electronic.model import ModelConfig
-
-    config = TrainConfig.from_yaml(path)
-    base = {"elements": ["H", "C", "O"]}
-    if config.model.get("exact_overlap"):  # a fine-tune that drops the S head
-        base["matrices"] = ["hamiltonian", "core_hamiltonian"]
-    ModelConfig.from_dict({**base, **config.model})
