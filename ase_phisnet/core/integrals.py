@@ -20,9 +20,14 @@ unless ``twice_differentiable=False``, in R (Hessians need that). Force training
 first only: the second-derivative integrals cost about as much as a fifth of an ethanol
 training step and would only feed the gradient of the (unused) positions. Third derivatives
 in R are not provided. PySCF AO order, Bohr.
+
+The autograd plumbing is generic (:func:`exact_matrix` over the :class:`ExactIntegrals`
+protocol), shared with the exact core Hamiltonian (:mod:`ase_phisnet.core.core_hamiltonian`).
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -63,6 +68,10 @@ class OverlapIntegrals:
         """S (nao, nao)."""
         return self._at(positions_bohr).intor("int1e_ovlp")
 
+    def value(self, positions_bohr) -> np.ndarray:
+        """S (nao, nao): the matrix of :class:`ExactIntegrals`."""
+        return self.overlap(positions_bohr)
+
     def first(self, positions_bohr) -> np.ndarray:
         """``ip[x, μ, ν] = <∂_x μ | ν>`` (3, nao, nao)."""
         return self._at(positions_bohr).intor("int1e_ipovlp")
@@ -73,6 +82,29 @@ class OverlapIntegrals:
         nao = mol.nao
         return np.stack([mol.intor("int1e_ipipovlp").reshape(3, 3, nao, nao),
                          mol.intor("int1e_ipovlpip").reshape(3, 3, nao, nao)])
+
+    def pull(self, weights: torch.Tensor, ip: torch.Tensor) -> torch.Tensor:
+        """``Σ_μν W_μν ∂S_μν/∂R_Ax`` (..., A, 3) from ``ip`` (..., 3, nao, nao)."""
+        symmetric = weights + weights.transpose(-1, -2)
+        return self.atoms_sum(-torch.einsum("...mn,...xmn->...mx", symmetric, ip))
+
+    def push(self, displacement: torch.Tensor, ip: torch.Tensor) -> torch.Tensor:
+        """``Σ_Ax u_Ax ∂S/∂R_Ax`` (..., nao, nao) for u (..., A, 3)."""
+        half = -torch.einsum("...mx,...xmn->...mn", self.per_ao(displacement), ip)
+        return half + half.transpose(-1, -2)
+
+    def curvature(self, weights: torch.Tensor, positions: torch.Tensor):
+        """``(W + Wᵀ, ipip, ipip2)`` at each geometry, for :meth:`second_pull`."""
+        second = _batched(positions, self.second)  # (..., 2, 3, 3, nao, nao)
+        return weights + weights.transpose(-1, -2), second.select(-5, 0), second.select(-5, 1)
+
+    def second_pull(self, curvature, displacement: torch.Tensor) -> torch.Tensor:
+        """``Σ_Ax u_Ax Σ_μν W_μν ∂²S_μν/∂R_Ax ∂R_By`` (..., A, 3)."""
+        symmetric, ipip, ipip2 = curvature
+        spread = self.per_ao(displacement)  # (..., nao, 3)
+        same_function = torch.einsum("...mn,...mx,...xymn->...my", symmetric, spread, ipip)
+        two_functions = torch.einsum("...mn,...mx,...xymn->...ny", symmetric, spread, ipip2)
+        return self.atoms_sum(same_function + two_functions)
 
     def position_about_charge_center(self, positions_bohr) -> np.ndarray:
         """``<μ| r - R_c |ν>`` (3, nao, nao), Bohr: PySCF's ``int1e_r`` minus ``R_c S``, ``R_c``
@@ -94,6 +126,35 @@ class OverlapIntegrals:
         return per_atom.index_select(-2, self.atom_of_ao.to(per_atom.device))
 
 
+class ExactIntegrals(Protocol):
+    """What :func:`exact_matrix` needs from the integrals of one molecule: a matrix M(R)
+    (nao, nao) of the positions R (A, 3), Bohr, and its first and second derivatives.
+
+    ``first`` returns first-derivative data in whatever layout ``pull`` and ``push`` read (the
+    overlap keeps it per AO, ``(3, nao, nao)``; the core Hamiltonian keeps it per atom). With
+    W an upstream gradient of M (..., nao, nao) and u one of the positions (..., A, 3):
+
+        pull(W)[A, x]          = Σ_μν W_μν ∂M_μν/∂R_Ax                      (..., A, 3)
+        push(u)[μ, ν]          = Σ_Ax u_Ax ∂M_μν/∂R_Ax                      (..., nao, nao)
+        second_pull(C_W, u)[B, y] = Σ_Ax u_Ax Σ_μν W_μν ∂²M_μν/∂R_Ax ∂R_By  (..., A, 3)
+
+    where ``C_W = curvature(W, R)`` holds what ``second_pull`` needs (computed once per
+    backward graph and reused when autograd is called again on it, e.g. a Hessian row by row).
+    """
+
+    def value(self, positions_bohr: np.ndarray) -> np.ndarray: ...
+
+    def first(self, positions_bohr: np.ndarray) -> np.ndarray: ...
+
+    def pull(self, weights: torch.Tensor, first: torch.Tensor) -> torch.Tensor: ...
+
+    def push(self, displacement: torch.Tensor, first: torch.Tensor) -> torch.Tensor: ...
+
+    def curvature(self, weights: torch.Tensor, positions: torch.Tensor): ...
+
+    def second_pull(self, curvature, displacement: torch.Tensor) -> torch.Tensor: ...
+
+
 def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor,
                   twice_differentiable: bool = True) -> torch.Tensor:
     """S at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a differentiable tensor.
@@ -104,61 +165,67 @@ def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor,
     terms (so does the positions' ``.grad`` after a force loss's backward). Use it only where
     no second derivative in R is taken (force training).
     """
-    return _Overlap.apply(positions_bohr, integrals, twice_differentiable)
+    return exact_matrix(integrals, positions_bohr, twice_differentiable)
 
 
-def _batched(positions: torch.Tensor, compute) -> torch.Tensor:
+def exact_matrix(integrals: ExactIntegrals, positions_bohr: torch.Tensor,
+                 twice_differentiable: bool = True) -> torch.Tensor:
+    """``integrals.value`` at ``positions_bohr`` ((..., A, 3), Bohr) -> (..., nao, nao), with
+    exact first and (unless ``twice_differentiable=False``, see :func:`exact_overlap`) second
+    derivatives in R. The backward's result is differentiable in the upstream gradient; the
+    second-derivative term is not differentiated further (no third derivatives)."""
+    return _Exact.apply(positions_bohr, integrals, twice_differentiable)
+
+
+def _batched(positions: torch.Tensor, compute, *weights: torch.Tensor) -> torch.Tensor:
+    """``compute(p, *w)`` (numpy) for each geometry p of ``positions`` (..., A, 3), with the
+    matching entries of ``weights`` (..., *) when given, stacked back to (..., *out)."""
+    batch = positions.shape[:-2]
     flat = positions.detach().reshape(-1, *positions.shape[-2:]).cpu().numpy()
-    values = np.stack([compute(p) for p in flat])
+    flat_weights = [w.detach().reshape(-1, *w.shape[len(batch):]).cpu().numpy() for w in weights]
+    values = np.stack([compute(p, *w) for p, *w in zip(flat, *flat_weights)])
     return torch.as_tensor(values, dtype=positions.dtype, device=positions.device).reshape(
-        *positions.shape[:-2], *values.shape[1:])
+        *batch, *values.shape[1:])
 
 
-class _Overlap(torch.autograd.Function):
+class _Exact(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions, integrals, twice_differentiable):
         ctx.integrals = integrals
         ctx.twice_differentiable = twice_differentiable
         ctx.save_for_backward(positions)
-        return _batched(positions, integrals.overlap)
+        return _batched(positions, integrals.value)
 
     @staticmethod
-    def backward(ctx, grad_overlap):
+    def backward(ctx, grad_matrix):
         (positions,) = ctx.saved_tensors
         if not ctx.twice_differentiable:
             positions = positions.detach()  # the pullback is then constant in R
-        return _OverlapPullback.apply(grad_overlap, positions, ctx.integrals), None, None
+        return _ExactPullback.apply(grad_matrix, positions, ctx.integrals), None, None
 
 
-class _OverlapPullback(torch.autograd.Function):
-    """``g[A, x] = Σ_μν G_μν ∂S_μν/∂R_Ax`` for an upstream gradient G of S."""
+class _ExactPullback(torch.autograd.Function):
+    """``g[A, x] = Σ_μν W_μν ∂M_μν/∂R_Ax`` for an upstream gradient W of M."""
 
     @staticmethod
-    def forward(ctx, grad_overlap, positions, integrals):
-        ip = _batched(positions, integrals.first)  # (..., 3, nao, nao)
+    def forward(ctx, grad_matrix, positions, integrals):
+        first = _batched(positions, integrals.first)
         ctx.integrals = integrals
-        ctx.save_for_backward(grad_overlap, positions, ip)
-        symmetric = grad_overlap + grad_overlap.transpose(-1, -2)
-        per_ao = -torch.einsum("...mn,...xmn->...mx", symmetric, ip)
-        return integrals.atoms_sum(per_ao)
+        ctx.curvature = None
+        ctx.save_for_backward(grad_matrix, positions, first)
+        return integrals.pull(grad_matrix, first)
 
     @staticmethod
     def backward(ctx, upstream):  # upstream (..., A, 3)
-        grad_overlap, positions, ip = ctx.saved_tensors
+        grad_matrix, positions, first = ctx.saved_tensors
         integrals = ctx.integrals
-        spread = integrals.per_ao(upstream)  # (..., nao, 3)
         grad_grad = grad_positions = None
         if ctx.needs_input_grad[0]:
-            half = -torch.einsum("...mx,...xmn->...mn", spread, ip)
-            grad_grad = half + half.transpose(-1, -2)
+            grad_grad = integrals.push(upstream, first)
         if ctx.needs_input_grad[1]:
-            second = _batched(positions, integrals.second)  # (..., 2, 3, 3, nao, nao)
-            ipip, ipip2 = second.select(-5, 0), second.select(-5, 1)
-            symmetric = (grad_overlap + grad_overlap.transpose(-1, -2)).detach()
-            spread = spread.detach()
-            same_function = torch.einsum("...mn,...mx,...xymn->...my", symmetric, spread, ipip)
-            two_functions = torch.einsum("...mn,...mx,...xymn->...ny", symmetric, spread, ipip2)
-            grad_positions = integrals.atoms_sum(same_function + two_functions)
+            if ctx.curvature is None:
+                ctx.curvature = integrals.curvature(grad_matrix.detach(), positions.detach())
+            grad_positions = integrals.second_pull(ctx.curvature, upstream.detach())
         return grad_grad, grad_positions, None
 
 
