@@ -7,7 +7,7 @@ of a geometry is composed:
 
     E(R) = E_{el}[H(R), S(R)] + E_{rem}(R) + E_{prior}(R)
 
-- ``H`` (and core H, or a predicted S) from the matrix network
+- ``H = H_base + ΔH``: ``ΔH`` (and core H, or a predicted S) from the matrix network
   :class:`~ase_phisnet.nn.network.PhiSNet`; ``S`` exact from PySCF's integrals with
   ``exact_overlap`` (:mod:`ase_phisnet.core.integrals`);
 - ``E_el``: the electronic term of the chosen energy model
@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
 from ase_phisnet.core._dataclasses import from_dict_checked
+from ase_phisnet.core.core_hamiltonian import CoreHamiltonianIntegrals, exact_core_hamiltonian
 from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
 from ase_phisnet.electronic.energy import (
     ENERGY_MODEL_MATRICES,
@@ -45,6 +47,10 @@ from ase_phisnet.nn.network import MATRIX_NAMES, NetworkConfig, PhiSNet
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
 
+#: What the network's H is learned on top of: nothing, or the exact core Hamiltonian.
+BaselineName = Literal["none", "core"]
+BASELINES: tuple[str, ...] = get_args(BaselineName)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -57,6 +63,8 @@ class ModelConfig:
     Attributes:
         exact_overlap: Take S from PySCF's integrals (exact and differentiable twice in the
             positions) instead of predicting it; ``matrices`` must then leave out ``overlap``.
+        baseline: ``"core"``: the network's H head predicts ``ΔH = H - H_core`` and the exact
+            core Hamiltonian is added (its forces and Hessians exact); ``"none"``: H itself.
         energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
             ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H), or
             ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S).
@@ -79,6 +87,7 @@ class ModelConfig:
     matrices: tuple[str, ...] = MATRIX_NAMES
     tracegrad: bool = False
     exact_overlap: bool = False
+    baseline: str = "none"
     energy_model: str = "phisnet"
     remainder: str = "atomwise"
     energy_hidden: int = 32
@@ -92,6 +101,8 @@ class ModelConfig:
             raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
                              "matrices")
         check_energy_model(self.energy_model)
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if self.remainder not in REMAINDERS:
             raise ValueError(f"remainder must be one of {REMAINDERS}, got {self.remainder!r}")
         if self.pair_repulsion not in PAIR_REPULSIONS:
@@ -143,6 +154,7 @@ class PhiSNetModel(nn.Module):
         self.remainder = build_remainder(config.remainder, len(self.network.atomic_numbers),
                                          self.network.num_scalar_features, config.energy_hidden)
         self._overlap_integrals = {}  # atomic numbers -> OverlapIntegrals (exact_overlap)
+        self._baseline_integrals = {}  # atomic numbers -> CoreHamiltonianIntegrals (baseline)
 
     # The network's vocabulary, for training and evaluation.
     @property
@@ -197,6 +209,9 @@ class PhiSNetModel(nn.Module):
         if network_dtype != positions_bohr.dtype:
             outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
             energy = energy.to(positions_bohr.dtype)
+        if self.config.baseline != "none":
+            outputs["hamiltonian"] = outputs["hamiltonian"] + self.baseline_hamiltonian(
+                atomic_numbers, positions_bohr, twice_differentiable)
         if self.config.exact_overlap:
             positions = positions_bohr if positions_bohr.dim() == 3 else positions_bohr[None]
             overlap = exact_overlap(self._integrals(atomic_numbers), positions,
@@ -210,6 +225,19 @@ class PhiSNetModel(nn.Module):
                                                 distances)
         outputs["remainder_energy_eh"] = energy
         return outputs
+
+    def baseline_hamiltonian(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                             twice_differentiable: bool = True) -> torch.Tensor:
+        """The exact part of H (Eh, ``([B,] nao, nao)``, differentiable in the positions):
+        the core Hamiltonian for ``baseline="core"``, zero for ``"none"``."""
+        if self.config.baseline == "none":
+            nao = self.layout.nao(atomic_numbers.tolist())
+            return positions_bohr.new_zeros(*positions_bohr.shape[:-2], nao, nao)
+        key = tuple(atomic_numbers.tolist())
+        if key not in self._baseline_integrals:
+            self._baseline_integrals[key] = CoreHamiltonianIntegrals(key, self.config.basis)
+        return exact_core_hamiltonian(self._baseline_integrals[key], positions_bohr,
+                                      twice_differentiable)
 
     def _integrals(self, atomic_numbers: torch.Tensor) -> OverlapIntegrals:
         """PySCF overlap integrals of a molecule (exact_overlap), cached per molecule."""

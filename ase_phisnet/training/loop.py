@@ -44,13 +44,19 @@ CHECKPOINT = "checkpoint.pt"
 BEST_MODEL = "best_model.pt"
 
 
+@torch.no_grad()
 def fit_onsite_offsets(model: PhiSNetModel, train: MatrixData) -> None:
-    """Set the predicted heads' on-site offsets to the training mean of the diagonal blocks."""
+    """Set the predicted heads' on-site offsets to the training mean of the diagonal blocks
+    of what each head predicts (for H over a baseline, of ``H - H_base``)."""
     numbers = train.atomic_numbers.tolist()
     slices = model.layout.ao_slices(numbers)
     for name, matrices in train.matrices.items():
         if name == "overlap":  # its on-site blocks are exact constants
             continue
+        if name == "hamiltonian" and model.config.baseline != "none":
+            positions = train.positions_bohr.to(torch.float64)
+            matrices = matrices - model.baseline_hamiltonian(
+                train.atomic_numbers, positions, twice_differentiable=False).to(matrices.dtype)
         means = {z: torch.cat([matrices[:, s, s] for s, zz in zip(slices, numbers) if zz == z])
                  .mean(0) for z in set(numbers)}
         model.heads[name].set_onsite_offset(means)

@@ -257,3 +257,34 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
     values["output_dir"] = str(tmp_path / "no_overlap")
     with pytest.raises(ValueError, match=r"need a model that predicts H and S"):
         train(TrainConfig.from_dict(values), progress=False)
+
+
+def test_core_baseline_model_trains_on_the_residual(water_file, tmp_path):
+    """``model.baseline: core``: the H head's on-site offsets are fitted to the on-site blocks
+    of ``H - H_core`` (what the head predicts), and a few epochs lower the H loss."""
+    import dataclasses
+
+    from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
+    from ase_phisnet.training.data import load_matrix_data
+    from ase_phisnet.training.loop import fit_onsite_offsets
+
+    data = load_matrix_data(HamiltonianDataset(water_file), range(4), ["hamiltonian", "overlap"])
+    settings = {"basis": "sto-3g", "elements": ("H", "O"), "channels": (8, 4, 4)}
+    based = PhiSNetModel(ModelConfig(**settings, baseline="core")).double()
+    plain = PhiSNetModel(ModelConfig(**settings)).double()
+    fit_onsite_offsets(based, data)
+    residual = data.matrices["hamiltonian"] - based.baseline_hamiltonian(
+        data.atomic_numbers, data.positions_bohr)
+    fit_onsite_offsets(plain, dataclasses.replace(
+        data, matrices={**data.matrices, "hamiltonian": residual}))
+    # the same fit on the same residual blocks, computed the other way round
+    torch.testing.assert_close(based.heads["hamiltonian"].onsite_offset,
+                               plain.heads["hamiltonian"].onsite_offset, rtol=1e-12, atol=1e-12)
+
+    config = TrainConfig.from_dict({
+        **tiny_config(water_file, tmp_path / "run", max_epochs=6).to_dict(),
+        "model": {**TINY_MODEL, "baseline": "core"},
+    })
+    result = train(config, progress=False)
+    assert result.history[-1]["train_hamiltonian"] < result.history[0]["train_hamiltonian"]
+    assert load_model(result.best_model_path).config.baseline == "core"
