@@ -1,0 +1,138 @@
+"""Learning curves against CPU time: H and occupied orbital-energy errors of a training run,
+on its test split and on a separate held-out set, every few CPU-minutes.
+
+On a small CPU what counts is accuracy per CPU-hour, not per epoch, so each variant of the
+network (a training config) trains in chunks of ``--interval-minutes`` with one torch thread,
+resuming from its checkpoint, and after each chunk its best (EMA) model is evaluated (float64)
+on the config's recorded test split and on every record of ``--heldout`` (geometries generated
+with another seed and never trained on). Evaluation time is not counted. Each variant writes
+``OUT/<config stem>.json``; ``--plot`` draws every JSON of a folder into one PNG.
+
+Reproduce (water; data commands in the configs' first comments; two variants on two cores):
+
+    ase-phisnet generate --molecule H2O --n 200 --xc pbe --basis def2-svp --temperature 500 \\
+        --workers 2 --seed 1 --out data/water_pbe_def2svp_500k_seed1.h5
+    python benchmarks/learning_curves.py benchmarks/learning_curves/water_default.yaml \\
+        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
+    python benchmarks/learning_curves.py benchmarks/learning_curves/water_core_baseline.yaml \\
+        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
+    wait; python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import time
+
+import torch
+
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.model_file import load_model_file
+from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
+from ase_phisnet.training.loop import train
+
+DEFAULT_OUT = "benchmarks/results/learning_curves"
+
+
+def errors(model, dataset, positions) -> dict:
+    """H and occupied orbital-energy MAE (µEh) of ``model`` on ``positions`` of ``dataset``."""
+    metrics = evaluate_model(model, dataset, positions, energies=False)
+    return {"hamiltonian_mae_ueh": metrics.hamiltonian_mae_ueh,
+            "occupied_energy_mae_ueh": metrics.occupied_energy_mae_ueh,
+            "n_geometries": metrics.n_geometries}
+
+
+def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
+                   interval_minutes: float) -> dict:
+    """Train ``config_path`` for ``budget_minutes`` of CPU time in chunks; the errors after
+    each chunk (module docstring)."""
+    from tqdm.auto import tqdm
+
+    config = TrainConfig.from_yaml(config_path)
+    heldout = HamiltonianDataset(heldout_path)
+    chunk = dataclasses.replace(config, optim=dataclasses.replace(
+        config.optim, max_time_minutes=interval_minutes))
+    points, cpu_seconds, last_epoch = [], 0.0, -1
+    bar = tqdm(total=round(budget_minutes, 1), unit="CPU-min", desc=os.path.basename(config_path))
+    while cpu_seconds < 60 * budget_minutes:
+        start = time.process_time()
+        result = train(chunk, progress=False)
+        cpu_seconds += time.process_time() - start
+        if result.epochs == last_epoch:  # early stopping or max_epochs reached
+            break
+        last_epoch = result.epochs
+        model, meta = load_model_file(result.best_model_path)
+        model = model.double()
+        dataset = HamiltonianDataset(meta["training"]["dataset"])
+        points.append({"cpu_minutes": cpu_seconds / 60, "train_minutes": result.wall_time_s / 60,
+                       "epoch": result.epochs,
+                       "test": errors(model, dataset, trained_test_split(meta, dataset)),
+                       "heldout": errors(model, heldout, range(len(heldout)))})
+        bar.update(round(min(cpu_seconds / 60, budget_minutes) - bar.n, 1))
+        bar.set_postfix(H_test=f"{points[-1]['test']['hamiltonian_mae_ueh']:.0f}",
+                        H_heldout=f"{points[-1]['heldout']['hamiltonian_mae_ueh']:.0f}")
+    bar.close()
+    return {"config": config_path, "config_text": open(config_path).read(),
+            "heldout": heldout_path, "threads": torch.get_num_threads(), "points": points}
+
+
+def plot(folder: str) -> str:
+    """One PNG of every curve in ``folder``: H and occupied-ε MAE against CPU-minutes, test
+    split solid, held-out set dashed (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a script, not a library: no display here
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        run = json.load(open(path))
+        label = os.path.splitext(os.path.basename(path))[0]
+        minutes = [p["cpu_minutes"] for p in run["points"]]
+        for axis, key in zip(axes, ("hamiltonian_mae_ueh", "occupied_energy_mae_ueh")):
+            line, = axis.plot(minutes, [p["test"][key] for p in run["points"]], "-o", ms=3,
+                              label=f"{label} (test split)")
+            axis.plot(minutes, [p["heldout"][key] for p in run["points"]], "--",
+                      color=line.get_color(), label=f"{label} (held-out 500 K)")
+    for axis, title in zip(axes, ("H MAE (µEh)", "occupied orbital-energy MAE (µEh)")):
+        axis.set(xlabel="CPU-minutes of training (1 thread)", ylabel=title, yscale="log")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    out = os.path.join(folder, "learning_curves.png")
+    figure.savefig(out, dpi=120)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", help="training configs (YAML), one curve each")
+    parser.add_argument("--heldout", help="held-out data file (another seed, never trained on)")
+    parser.add_argument("--budget-minutes", type=float, default=120.0)
+    parser.add_argument("--interval-minutes", type=float, default=5.0)
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the JSON files and PNG")
+    parser.add_argument("--plot", metavar="FOLDER", help="only draw the JSON files of FOLDER")
+    args = parser.parse_args()
+    if args.plot:
+        print(plot(args.plot))
+        return
+    if not args.configs or not args.heldout:
+        parser.error("give training configs and --heldout (or --plot FOLDER)")
+    torch.set_num_threads(1)  # CPU-minutes of one core: curves comparable across variants
+    os.makedirs(args.out, exist_ok=True)
+    for config_path in args.configs:
+        curve = learning_curve(config_path, args.heldout, args.budget_minutes,
+                               args.interval_minutes)
+        stem = os.path.splitext(os.path.basename(config_path))[0]
+        with open(os.path.join(args.out, f"{stem}.json"), "w") as handle:
+            json.dump(curve, handle, indent=1)
+        print(json.dumps(curve["points"][-1], indent=1) if curve["points"] else "no points")
+
+
+if __name__ == "__main__":
+    main()
