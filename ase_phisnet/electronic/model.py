@@ -34,6 +34,7 @@ from torch import nn
 from ase_phisnet.core._dataclasses import from_dict_checked
 from ase_phisnet.core.core_hamiltonian import CoreHamiltonianIntegrals, exact_core_hamiltonian
 from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
+from ase_phisnet.core.sap import SAPIntegrals, exact_sap
 from ase_phisnet.electronic.energy import (
     ENERGY_MODEL_MATRICES,
     EnergyPrediction,
@@ -47,8 +48,9 @@ from ase_phisnet.nn.network import MATRIX_NAMES, NetworkConfig, PhiSNet
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
 
-#: What the network's H is learned on top of: nothing, or the exact core Hamiltonian.
-BaselineName = Literal["none", "core"]
+#: What the network's H is learned on top of: nothing, the exact core Hamiltonian, or the core
+#: Hamiltonian plus the superposition of atomic potentials.
+BaselineName = Literal["none", "core", "core_sap"]
 BASELINES: tuple[str, ...] = get_args(BaselineName)
 
 
@@ -64,7 +66,9 @@ class ModelConfig:
         exact_overlap: Take S from PySCF's integrals (exact and differentiable twice in the
             positions) instead of predicting it; ``matrices`` must then leave out ``overlap``.
         baseline: ``"core"``: the network's H head predicts ``ΔH = H - H_core`` and the exact
-            core Hamiltonian is added (its forces and Hessians exact); ``"none"``: H itself.
+            core Hamiltonian is added (its forces and Hessians exact); ``"core_sap"``:
+            ``ΔH = H - H_core - V_SAP``, the superposition of atomic potentials added as well
+            (the target's largest elements drop from ~19 Eh to < 1 Eh); ``"none"``: H itself.
         energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
             ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H), or
             ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S).
@@ -154,7 +158,7 @@ class PhiSNetModel(nn.Module):
         self.remainder = build_remainder(config.remainder, len(self.network.atomic_numbers),
                                          self.network.num_scalar_features, config.energy_hidden)
         self._overlap_integrals = {}  # atomic numbers -> OverlapIntegrals (exact_overlap)
-        self._baseline_integrals = {}  # atomic numbers -> CoreHamiltonianIntegrals (baseline)
+        self._baseline_integrals = {}  # atomic numbers -> (core, SAP or None) integrals
 
     # The network's vocabulary, for training and evaluation.
     @property
@@ -229,15 +233,21 @@ class PhiSNetModel(nn.Module):
     def baseline_hamiltonian(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
                              twice_differentiable: bool = True) -> torch.Tensor:
         """The exact part of H (Eh, ``([B,] nao, nao)``, differentiable in the positions):
-        the core Hamiltonian for ``baseline="core"``, zero for ``"none"``."""
+        ``H_core`` (``baseline="core"``), ``H_core + V_SAP`` (``"core_sap"``) or zero."""
         if self.config.baseline == "none":
             nao = self.layout.nao(atomic_numbers.tolist())
             return positions_bohr.new_zeros(*positions_bohr.shape[:-2], nao, nao)
         key = tuple(atomic_numbers.tolist())
         if key not in self._baseline_integrals:
-            self._baseline_integrals[key] = CoreHamiltonianIntegrals(key, self.config.basis)
-        return exact_core_hamiltonian(self._baseline_integrals[key], positions_bohr,
-                                      twice_differentiable)
+            self._baseline_integrals[key] = (
+                CoreHamiltonianIntegrals(key, self.config.basis),
+                SAPIntegrals(key, self.config.basis) if self.config.baseline == "core_sap"
+                else None)
+        core, sap = self._baseline_integrals[key]
+        baseline = exact_core_hamiltonian(core, positions_bohr, twice_differentiable)
+        if sap is not None:
+            baseline = baseline + exact_sap(sap, positions_bohr, twice_differentiable)
+        return baseline
 
     def _integrals(self, atomic_numbers: torch.Tensor) -> OverlapIntegrals:
         """PySCF overlap integrals of a molecule (exact_overlap), cached per molecule."""

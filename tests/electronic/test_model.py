@@ -144,6 +144,29 @@ def test_core_baseline_adds_pyscf_core_hamiltonian_with_exact_forces():
     torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
 
 
+def test_core_sap_baseline_adds_pyscf_core_hamiltonian_and_sap_with_exact_forces():
+    """``baseline="core_sap"``: H is the network's head plus ``get_hcore()`` plus PySCF's
+    superposition of atomic potentials (``make_sap`` with the RHF object's ``sap_basis``) at
+    the same geometry (1e-10 Eh), and the forces stay -dE/dR (as for ``"core"``)."""
+    from pyscf import scf
+    from pyscf.scf.hf import make_sap
+
+    from ase_phisnet.core.sap import load_sap_basis
+
+    model = make_model(**{**CASES["core_baseline"], "baseline": "core_sap"})
+    z, positions = water_bohr(seed=3)
+    outputs = model(z, positions)
+    network_h = model.network(z, positions)["hamiltonian"]
+    mean_field = scf.RHF(build_molecule(z.numpy(), positions.numpy(), "def2-svp"))
+    sap_basis = {s: load_sap_basis(mean_field.sap_basis, s) for s in ("H", "O")}
+    expected = mean_field.get_hcore() + make_sap(mean_field.mol, sap_basis)
+    torch.testing.assert_close(outputs["hamiltonian"] - network_h, torch.as_tensor(expected),
+                               rtol=0, atol=1e-10)
+    _, forces = energy_and_forces(model, z, positions)
+    numerical, _ = central_difference_forces(energy_of(model, z), positions, 1e-3)
+    torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
+
+
 def test_float32_network_forces_are_minus_the_gradient_of_its_own_energy():
     """``network_dtype="float32"``: a float32 network, matrices cast to float64 for the
     eigensolver. Its forces must be -dE/dR of that same (float32-noisy) energy, not of another.
@@ -193,7 +216,7 @@ def test_config_validates():
     with pytest.raises(ValueError, match="pair_repulsion must be one of"):
         ModelConfig(pair_repulsion="lj")
     with pytest.raises(ValueError, match="baseline must be one of"):
-        ModelConfig(baseline="sap")
+        ModelConfig(baseline="sap_only")
     with pytest.raises(ValueError, match="energy_hidden must be positive"):
         ModelConfig(energy_hidden=0)
     with pytest.raises(ValueError, match="leave 'overlap' out"):
