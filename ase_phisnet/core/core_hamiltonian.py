@@ -30,11 +30,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ase_phisnet.core.integrals import _batched, exact_matrix
+from ase_phisnet.core.integrals import PerAtomDerivatives, exact_matrix
 from ase_phisnet.core.molecule import build_molecule
 
 
-class CoreHamiltonianIntegrals:
+class CoreHamiltonianIntegrals(PerAtomDerivatives):
     """PySCF core-Hamiltonian integrals of one molecule (atomic numbers and basis fixed) at any
     geometry; implements :class:`~ase_phisnet.core.integrals.ExactIntegrals`.
 
@@ -120,30 +120,9 @@ class CoreHamiltonianIntegrals:
             out[b, :, a] = out[a, :, b].T
         return out
 
-    # ExactIntegrals protocol (read by exact_matrix's backward)
-
     def value(self, positions_bohr) -> np.ndarray:
+        """:class:`~ase_phisnet.core.integrals.ExactIntegrals`'s matrix."""
         return self.core_hamiltonian(positions_bohr)
-
-    def first(self, positions_bohr) -> np.ndarray:
-        return self.gradient(positions_bohr)
-
-    def pull(self, weights: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-        """``Σ_μν W_μν ∂H_μν/∂R_Ax`` (..., A, 3) from the gradient (..., A, 3, nao, nao)."""
-        return torch.einsum("...mn,...axmn->...ax", weights, gradient)
-
-    def push(self, displacement: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-        """``Σ_Ax u_Ax ∂H/∂R_Ax`` (..., nao, nao) for u (..., A, 3)."""
-        return torch.einsum("...ax,...axmn->...mn", displacement, gradient)
-
-    def curvature(self, weights: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """:meth:`weighted_hessian` at each geometry, (..., A, 3, A, 3)."""
-        return _batched(positions, self.weighted_hessian, weights)
-
-    def second_pull(self, curvature: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-        """``Σ_Ax u_Ax Σ_μν W_μν ∂²H_μν/∂R_Ax ∂R_By`` (..., A, 3)."""
-        return torch.einsum("...ax,...axby->...by", displacement, curvature)
-
 
 def exact_core_hamiltonian(integrals: CoreHamiltonianIntegrals, positions_bohr: torch.Tensor,
                            twice_differentiable: bool = True) -> torch.Tensor:

@@ -155,6 +155,31 @@ class ExactIntegrals(Protocol):
     def second_pull(self, curvature, displacement: torch.Tensor) -> torch.Tensor: ...
 
 
+class PerAtomDerivatives:
+    """:class:`ExactIntegrals` for integrals whose derivatives are kept per atom: a subclass
+    gives ``value(p)`` (nao, nao), ``gradient(p)`` (A, 3, nao, nao) = ``∂M/∂R_Ax`` and
+    ``weighted_hessian(p, W)`` (A, 3, A, 3) = ``Σ_μν W_μν ∂²M_μν/∂R_Ax ∂R_By`` (numpy, Bohr)."""
+
+    def first(self, positions_bohr) -> np.ndarray:
+        return self.gradient(positions_bohr)
+
+    def pull(self, weights: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """``Σ_μν W_μν ∂M_μν/∂R_Ax`` (..., A, 3) from the gradient (..., A, 3, nao, nao)."""
+        return torch.einsum("...mn,...axmn->...ax", weights, gradient)
+
+    def push(self, displacement: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+        """``Σ_Ax u_Ax ∂M/∂R_Ax`` (..., nao, nao) for u (..., A, 3)."""
+        return torch.einsum("...ax,...axmn->...mn", displacement, gradient)
+
+    def curvature(self, weights: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``weighted_hessian`` at each geometry, (..., A, 3, A, 3)."""
+        return _batched(positions, self.weighted_hessian, weights)
+
+    def second_pull(self, curvature: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+        """``Σ_Ax u_Ax Σ_μν W_μν ∂²M_μν/∂R_Ax ∂R_By`` (..., A, 3)."""
+        return torch.einsum("...ax,...axby->...by", displacement, curvature)
+
+
 def exact_overlap(integrals: OverlapIntegrals, positions_bohr: torch.Tensor,
                   twice_differentiable: bool = True) -> torch.Tensor:
     """S at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a differentiable tensor.

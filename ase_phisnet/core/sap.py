@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ase_phisnet.core.errors import UnsupportedElementError
-from ase_phisnet.core.integrals import _batched, exact_matrix
+from ase_phisnet.core.integrals import PerAtomDerivatives, exact_matrix
 from ase_phisnet.core.molecule import build_molecule
 
 
@@ -63,7 +63,7 @@ def load_sap_basis(sap_basis: str, symbol: str) -> np.ndarray:
     return np.asarray(shell[1:], dtype=float)
 
 
-class SAPIntegrals:
+class SAPIntegrals(PerAtomDerivatives):
     """PySCF SAP integrals of one molecule (atomic numbers, basis and SAP basis fixed) at any
     geometry; implements :class:`~ase_phisnet.core.integrals.ExactIntegrals`.
 
@@ -160,30 +160,9 @@ class SAPIntegrals:
         return -(np.einsum("mca,mcb,xymc->axby", m, m, same, optimize=True)
                  + np.einsum("mca,xymcb->axby", m, both, optimize=True))
 
-    # ExactIntegrals protocol (read by exact_matrix's backward)
-
     def value(self, positions_bohr) -> np.ndarray:
+        """:class:`~ase_phisnet.core.integrals.ExactIntegrals`'s matrix."""
         return self.sap_potential(positions_bohr)
-
-    def first(self, positions_bohr) -> np.ndarray:
-        return self.gradient(positions_bohr)
-
-    def pull(self, weights: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-        """``Σ_μν W_μν ∂V_μν/∂R_Ax`` (..., A, 3) from the gradient (..., A, 3, nao, nao)."""
-        return torch.einsum("...mn,...axmn->...ax", weights, gradient)
-
-    def push(self, displacement: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-        """``Σ_Ax u_Ax ∂V/∂R_Ax`` (..., nao, nao) for u (..., A, 3)."""
-        return torch.einsum("...ax,...axmn->...mn", displacement, gradient)
-
-    def curvature(self, weights: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """:meth:`weighted_hessian` at each geometry, (..., A, 3, A, 3)."""
-        return _batched(positions, self.weighted_hessian, weights)
-
-    def second_pull(self, curvature: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-        """``Σ_Ax u_Ax Σ_μν W_μν ∂²V_μν/∂R_Ax ∂R_By`` (..., A, 3)."""
-        return torch.einsum("...ax,...axby->...by", displacement, curvature)
-
 
 def exact_sap(integrals: SAPIntegrals, positions_bohr: torch.Tensor,
               twice_differentiable: bool = True) -> torch.Tensor:
