@@ -124,6 +124,7 @@ class CoreHamiltonianIntegrals(PerAtomDerivatives):
         """:class:`~ase_phisnet.core.integrals.ExactIntegrals`'s matrix."""
         return self.core_hamiltonian(positions_bohr)
 
+
 def exact_core_hamiltonian(integrals: CoreHamiltonianIntegrals, positions_bohr: torch.Tensor,
                            twice_differentiable: bool = True) -> torch.Tensor:
     """H_core (..., nao, nao), Eh, at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a

@@ -164,6 +164,7 @@ class SAPIntegrals(PerAtomDerivatives):
         """:class:`~ase_phisnet.core.integrals.ExactIntegrals`'s matrix."""
         return self.sap_potential(positions_bohr)
 
+
 def exact_sap(integrals: SAPIntegrals, positions_bohr: torch.Tensor,
               twice_differentiable: bool = True) -> torch.Tensor:
     """V_SAP (..., nao, nao), Eh, at ``positions_bohr`` ((A, 3) or (B, A, 3), Bohr), as a
