@@ -44,7 +44,7 @@ from ase_phisnet.electronic.energy import (
 )
 from ase_phisnet.electronic.priors import PAIR_REPULSIONS, pair_repulsion_eh
 from ase_phisnet.electronic.remainder import REMAINDERS, build_remainder
-from ase_phisnet.nn.network import MATRIX_NAMES, NetworkConfig, PhiSNet
+from ase_phisnet.nn.network import NetworkConfig, PhiSNet
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
 
@@ -55,12 +55,12 @@ BASELINES: tuple[str, ...] = get_args(BaselineName)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(NetworkConfig):
     """Hyperparameters of a :class:`PhiSNetModel`; saved beside the weights.
 
-    The network's fields are :class:`~ase_phisnet.nn.network.NetworkConfig`'s (basis,
-    elements, channels, max_degree, num_layers, num_radial, radial_hidden, cutoff_bohr,
-    avg_neighbors, matrices, tracegrad); the rest say how the energy is composed.
+    A :class:`~ase_phisnet.nn.network.NetworkConfig` (basis, elements, channels, max_degree,
+    num_layers, num_radial, radial_hidden, cutoff_bohr, avg_neighbors, matrices, tracegrad)
+    extended by the fields that say how the energy is composed; one flat dict in files.
 
     Attributes:
         exact_overlap: Take S from PySCF's integrals (exact and differentiable twice in the
@@ -79,17 +79,6 @@ class ModelConfig:
             which the data do not reach; ``"none"`` adds nothing.
     """
 
-    basis: str = "def2-svp"
-    elements: tuple[str, ...] = ("H", "O")
-    channels: tuple[int, ...] = (32, 16, 16, 8, 8)
-    max_degree: int | None = None
-    num_layers: int = 3
-    num_radial: int = 16
-    radial_hidden: int = 32
-    cutoff_bohr: float = 10.0
-    avg_neighbors: float = 8.0
-    matrices: tuple[str, ...] = MATRIX_NAMES
-    tracegrad: bool = False
     exact_overlap: bool = False
     baseline: str = "none"
     energy_model: str = "phisnet"
@@ -98,9 +87,7 @@ class ModelConfig:
     pair_repulsion: str = "none"
 
     def __post_init__(self):
-        network = self.network  # validates the network's fields
-        for name in ("elements", "channels", "matrices"):
-            object.__setattr__(self, name, getattr(network, name))
+        super().__post_init__()  # the network's fields
         if self.exact_overlap and "overlap" in self.matrices:
             raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
                              "matrices")

@@ -126,41 +126,34 @@ def test_tracegrad_forces_are_minus_the_energy_gradient():
     torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
 
 
-def test_core_baseline_adds_pyscf_core_hamiltonian_with_exact_forces():
-    """``baseline="core"``: H is the network's head plus PySCF's ``get_hcore()`` at the same
-    geometry (to 1e-10 Eh, integral precision), and the forces stay -dE/dR (fourth-order
-    central differences at 1e-3 Bohr; measured ~1e-10 Eh/Bohr, the tolerance leaves 100x)."""
-    from pyscf import scf
-
-    model = make_model(**CASES["core_baseline"])
-    z, positions = water_bohr(seed=2)
-    outputs = model(z, positions)
-    network_h = model.network(z, positions)["hamiltonian"]
-    hcore = scf.RHF(build_molecule(z.numpy(), positions.numpy(), "def2-svp")).get_hcore()
-    torch.testing.assert_close(outputs["hamiltonian"] - network_h, torch.as_tensor(hcore),
-                               rtol=0, atol=1e-10)
-    _, forces = energy_and_forces(model, z, positions)
-    numerical, _ = central_difference_forces(energy_of(model, z), positions, 1e-3)
-    torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
-
-
-def test_core_sap_baseline_adds_pyscf_core_hamiltonian_and_sap_with_exact_forces():
-    """``baseline="core_sap"``: H is the network's head plus ``get_hcore()`` plus PySCF's
-    superposition of atomic potentials (``make_sap`` with the RHF object's ``sap_basis``) at
-    the same geometry (1e-10 Eh), and the forces stay -dE/dR (as for ``"core"``)."""
+def _pyscf_baseline(baseline, numbers, positions_bohr):
+    """PySCF's own ``get_hcore()`` (plus ``make_sap`` with the RHF object's ``sap_basis`` for
+    ``core_sap``) at one geometry, Eh."""
     from pyscf import scf
     from pyscf.scf.hf import make_sap
 
     from ase_phisnet.core.sap import load_sap_basis
 
-    model = make_model(**{**CASES["core_baseline"], "baseline": "core_sap"})
-    z, positions = water_bohr(seed=3)
+    mean_field = scf.RHF(build_molecule(numbers, positions_bohr, "def2-svp"))
+    matrix = mean_field.get_hcore()
+    if baseline == "core_sap":
+        sap_basis = {s: load_sap_basis(mean_field.sap_basis, s) for s in ("H", "O")}
+        matrix = matrix + make_sap(mean_field.mol, sap_basis)
+    return torch.as_tensor(matrix)
+
+
+@pytest.mark.parametrize("baseline", ["core", "core_sap"])
+def test_baseline_adds_pyscf_matrices_with_exact_forces(baseline):
+    """``baseline="core"``: H is the network's head plus PySCF's ``get_hcore()`` at the same
+    geometry; ``"core_sap"``: plus PySCF's superposition of atomic potentials (1e-10 Eh,
+    integral precision). The forces stay -dE/dR (fourth-order central differences at 1e-3
+    Bohr; measured ~1e-10 Eh/Bohr, the tolerance leaves 100x)."""
+    model = make_model(**{**CASES["core_baseline"], "baseline": baseline})
+    z, positions = water_bohr(seed=2)
     outputs = model(z, positions)
     network_h = model.network(z, positions)["hamiltonian"]
-    mean_field = scf.RHF(build_molecule(z.numpy(), positions.numpy(), "def2-svp"))
-    sap_basis = {s: load_sap_basis(mean_field.sap_basis, s) for s in ("H", "O")}
-    expected = mean_field.get_hcore() + make_sap(mean_field.mol, sap_basis)
-    torch.testing.assert_close(outputs["hamiltonian"] - network_h, torch.as_tensor(expected),
+    torch.testing.assert_close(outputs["hamiltonian"] - network_h,
+                               _pyscf_baseline(baseline, z.numpy(), positions.numpy()),
                                rtol=0, atol=1e-10)
     _, forces = energy_and_forces(model, z, positions)
     numerical, _ = central_difference_forces(energy_of(model, z), positions, 1e-3)
