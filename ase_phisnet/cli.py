@@ -7,6 +7,8 @@
     ase-phisnet potentials
     ase-phisnet md --molecule H2O --model water-pbe-def2svp --ensemble nve --steps 2000
     ase-phisnet cube --molecule H2O --orbital homo lumo --out water
+    ase-phisnet explore --molecule H2O --model water-pbe-def2svp --out frames.xyz
+    ase-phisnet ship configs/ship_water.yaml
 """
 
 from __future__ import annotations
@@ -174,8 +176,10 @@ def _run_evaluate(args) -> int:
 
     from ase_phisnet.data.dataset import HamiltonianDataset
     from ase_phisnet.electronic.model_file import load_model
+    from ase_phisnet.interface.calculator import resolve_model_path
     from ase_phisnet.training.evaluate import evaluate_model, trained_test_split
 
+    args.model = resolve_model_path(args.model)  # a file, or a shipped potential's name
     model = load_model(args.model).to(getattr(torch, args.dtype))
     dataset = HamiltonianDataset(args.dataset)
     if dataset.metadata.theory.basis != model.config.basis:
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (PhiSNetError, ValueError, ImportError) as error:
+    except (PhiSNetError, ValueError, ImportError, FileNotFoundError) as error:
         print(f"ase-phisnet {args.command}: error: {error}", file=sys.stderr)
         return 2
 

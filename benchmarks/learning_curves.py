@@ -8,13 +8,17 @@ on the config's recorded test split and on every record of ``--heldout`` (geomet
 with another seed and never trained on). Evaluation time is not counted. Each variant writes
 ``OUT/<config stem>.json``; ``--plot`` draws every JSON of a folder into one PNG.
 
-Reproduce (water; data commands in the configs' first comments; two variants on two cores):
+Reproduce (water; data commands in the configs' first comments; the three variants of
+``benchmarks/learning_curves/`` ran together on two cores, one thread each; CPU time, not wall
+time, is what the curves count):
 
     ase-phisnet generate --molecule H2O --n 200 --xc pbe --basis def2-svp --temperature 500 \\
         --workers 2 --seed 1 --out data/water_pbe_def2svp_500k_seed1.h5
     python benchmarks/learning_curves.py benchmarks/learning_curves/water_default.yaml \\
         --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
     python benchmarks/learning_curves.py benchmarks/learning_curves/water_core_baseline.yaml \\
+        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
+    python benchmarks/learning_curves.py benchmarks/learning_curves/water_core_sap_baseline.yaml \\
         --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
     wait; python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
 """
@@ -63,7 +67,7 @@ def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
         start = time.process_time()
         result = train(chunk, progress=False)
         cpu_seconds += time.process_time() - start
-        if result.epochs == last_epoch:  # early stopping or max_epochs reached
+        if result.epochs == last_epoch:  # nothing trained: the run had already ended
             break
         last_epoch = result.epochs
         model, meta = load_model_file(result.best_model_path)
@@ -76,6 +80,8 @@ def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
         bar.update(round(min(cpu_seconds / 60, budget_minutes) - bar.n, 1))
         bar.set_postfix(H_test=f"{points[-1]['test']['hamiltonian_mae_ueh']:.0f}",
                         H_heldout=f"{points[-1]['heldout']['hamiltonian_mae_ueh']:.0f}")
+        if result.stop_reason != "time budget":  # early stopping or max_epochs
+            break
     bar.close()
     return {"config": config_path, "config_text": open(config_path).read(),
             "heldout": heldout_path, "threads": torch.get_num_threads(), "points": points}
@@ -114,7 +120,7 @@ def main():
     parser.add_argument("configs", nargs="*", help="training configs (YAML), one curve each")
     parser.add_argument("--heldout", help="held-out data file (another seed, never trained on)")
     parser.add_argument("--budget-minutes", type=float, default=120.0)
-    parser.add_argument("--interval-minutes", type=float, default=5.0)
+    parser.add_argument("--interval-minutes", type=float, default=4.0)
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the JSON files and PNG")
     parser.add_argument("--plot", metavar="FOLDER", help="only draw the JSON files of FOLDER")
     args = parser.parse_args()

@@ -76,8 +76,6 @@ def nuclear_repulsion_eh(atomic_numbers: torch.Tensor, positions_bohr: torch.Ten
     return (charges[i] * charges[j] / distances).sum(-1)
 
 
-
-
 def band_energy_eh(solution: ClosedShellSolution, hamiltonian, core_hamiltonian):
     """``1/2 Tr[P (H_core + H)]`` in Eh: the electronic energy of PhiSNet's energy model."""
     return 0.5 * (solution.density_matrix * (core_hamiltonian + hamiltonian)).sum((-1, -2))

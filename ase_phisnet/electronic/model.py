@@ -37,13 +37,14 @@ from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
 from ase_phisnet.core.sap import SAPIntegrals, exact_sap
 from ase_phisnet.electronic.energy import (
     ENERGY_MODEL_MATRICES,
+    EnergyModelName,
     EnergyPrediction,
     check_energy_model,
     energy_from_outputs,
     n_occupied_orbitals,
 )
-from ase_phisnet.electronic.priors import PAIR_REPULSIONS, pair_repulsion_eh
-from ase_phisnet.electronic.remainder import REMAINDERS, build_remainder
+from ase_phisnet.electronic.priors import PAIR_REPULSIONS, PairRepulsionName, pair_repulsion_eh
+from ase_phisnet.electronic.remainder import REMAINDERS, RemainderName, build_remainder
 from ase_phisnet.nn.network import NetworkConfig, PhiSNet
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
@@ -80,11 +81,11 @@ class ModelConfig(NetworkConfig):
     """
 
     exact_overlap: bool = False
-    baseline: str = "none"
-    energy_model: str = "phisnet"
-    remainder: str = "atomwise"
+    baseline: BaselineName = "none"
+    energy_model: EnergyModelName = "phisnet"
+    remainder: RemainderName = "atomwise"
     energy_hidden: int = 32
-    pair_repulsion: str = "none"
+    pair_repulsion: PairRepulsionName = "none"
 
     def __post_init__(self):
         super().__post_init__()  # the network's fields
@@ -94,6 +95,9 @@ class ModelConfig(NetworkConfig):
         check_energy_model(self.energy_model)
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.baseline != "none" and self.tracegrad:
+            raise ValueError("tracegrad with a baseline is not supported: its block-norm targets "
+                             "are of the full H, the head predicts H - H_base")
         if self.remainder not in REMAINDERS:
             raise ValueError(f"remainder must be one of {REMAINDERS}, got {self.remainder!r}")
         if self.pair_repulsion not in PAIR_REPULSIONS:

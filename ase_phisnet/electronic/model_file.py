@@ -40,6 +40,8 @@ def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:
 def read_metadata(path) -> dict:
     """The JSON metadata of the model file ``path``, checked for format and version."""
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such model file")
     try:
         with open(path + ".json") as handle:
             meta = json.load(handle)

@@ -15,6 +15,7 @@ calculator.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import warnings
@@ -132,9 +133,9 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
                  strict: bool = False, domain_tolerance_ang: float = 0.1, **kwargs):
         super().__init__(charge=charge, **kwargs)
         network_dtype = dtype if network_dtype is None else network_dtype
-        for value in (dtype, network_dtype):
+        for name, value in (("dtype", dtype), ("network_dtype", network_dtype)):
             if value not in DTYPES:
-                raise PhiSNetSetupError(f"dtype must be one of {sorted(DTYPES)}, got {value!r}")
+                raise PhiSNetSetupError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
         if not domain_tolerance_ang >= 0:
             raise PhiSNetSetupError(f"domain_tolerance_ang must be >= 0 Å, got "
                                     f"{domain_tolerance_ang!r}")
@@ -149,13 +150,13 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         self.metadata = metadata  # the model file's JSON: config, training record, metrics
         self.training_domain: TrainingDomain | None = training_domain(metadata)
         self.strict, self.domain_tolerance_ang = bool(strict), float(domain_tolerance_ang)
-        self._warned_domain_problems: set[frozenset[str]] = set()
+        self._warned_domain_problems: set[str] = set()
         self._integrals = None  # OverlapIntegrals of the current molecule (dipoles)
 
     @staticmethod
     def _load(model) -> tuple[PhiSNetModel, dict]:
-        if isinstance(model, PhiSNetModel):
-            return model, {}
+        if isinstance(model, PhiSNetModel):  # a copy: device and dtype changes stay ours
+            return copy.deepcopy(model), {}
         try:
             return load_model_file(resolve_model_path(model))
         except (ModelFileError, OSError, ValueError) as error:
@@ -201,9 +202,9 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
                    + "; ".join(problems))
         if self.strict:
             raise OutsideTrainingDomainError(message)
-        kinds = frozenset(_problem_kind(p) for p in problems)
-        if kinds not in self._warned_domain_problems:
-            self._warned_domain_problems.add(kinds)
+        kinds = {_problem_kind(p) for p in problems}
+        if not kinds <= self._warned_domain_problems:
+            self._warned_domain_problems |= kinds
             warnings.warn(message, OutsideTrainingDomainWarning, stacklevel=2)
 
     # ---- the calculation -------------------------------------------------------------------
@@ -303,6 +304,14 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         """MO coefficients ``C`` (nao, nao), columns ordered like the eigenvalues, PySCF AO
         order, normalized against the predicted overlap (``C^T S C = 1``)."""
         return self._results_for(atoms)["orbital_coefficients"].copy()
+
+    def get_hamiltonian(self, atoms=None) -> np.ndarray:
+        """Predicted Kohn–Sham matrix ``H`` (nao, nao), eV, PySCF AO order."""
+        return self._results_for(atoms)["hamiltonian"].copy()
+
+    def get_overlap(self, atoms=None) -> np.ndarray:
+        """Overlap ``S`` (nao, nao), predicted or exact as the model says, PySCF AO order."""
+        return self._results_for(atoms)["overlap"].copy()
 
     def get_density_matrix(self, atoms=None) -> np.ndarray:
         """AO density matrix ``P`` (nao, nao), a.u., PySCF AO order: usable as PySCF's

@@ -77,7 +77,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training.loop`).
+    """Weights of the loss terms (each term is dimensionless, see :mod:`ase_phisnet.training.loss`).
 
     ``virtual_orbitals``: how many of the lowest virtual orbital energies join the occupied ones
     in the orbital-energy term. With none, nothing holds the predicted LUMO where the reference

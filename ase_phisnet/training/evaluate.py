@@ -12,7 +12,8 @@ Metrics (test split unless told otherwise):
   of an eigenvector is arbitrary, hence the absolute value; for degenerate orbitals the
   subspace is what is defined, so the metric under-reports there, as in the literature).
 
-For models with the energy path (H, S and core H predicted, :mod:`ase_phisnet.electronic.energy`):
+For models that output every matrix their energy model needs
+(:mod:`ase_phisnet.electronic.energy`):
 
 * ``energy_mae_mev`` / ``energy_mae_kcal_mol``: total-energy MAE;
 * ``force_mae_mev_per_ang`` / ``force_mae_kcal_mol_per_ang``: MAE of all force components;

@@ -121,6 +121,7 @@ class TrainResult:
     epochs: int
     wall_time_s: float
     history: list
+    stop_reason: str = "max_epochs"  # "max_epochs", "early stopping" or "time budget"
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -167,10 +168,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     scales = loss_scales(model, train_parts[0])
     domain = TrainingDomain.from_geometries(train_data.atomic_numbers.numpy(),
                                             train_data.positions_bohr.numpy() * Bohr)
-    if not config.init_from:
+    resuming = os.path.exists(os.path.join(config.output_dir, CHECKPOINT))  # fits come from it
+    if not config.init_from and not resuming:
         fit_onsite_offsets(model, train_data)
     wants_energy = config.loss.energy > 0 or config.loss.forces > 0
-    if wants_energy and not bool(model.remainder.element_energy_eh.detach().any()):
+    if (wants_energy and not resuming
+            and not bool(model.remainder.element_energy_eh.detach().any())):
         fit_element_energies(model, train_data.to("cpu", dtype))  # fresh or H-only model
     model.to(device=device, dtype=dtype)
     train_data, valid_data = train_data.to(device, dtype), valid_data.to(device, dtype)
@@ -219,7 +222,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     bar = tqdm(total=opt.max_epochs, initial=state["epoch"], disable=not progress or rank != 0,
                desc="train", unit="epoch")
     stop_reason = "max_epochs"
-    while state["epoch"] < opt.max_epochs:
+    if state["stale_epochs"] >= opt.early_stopping_patience:  # a finished run, resumed
+        stop_reason = "early stopping"
+    while state["epoch"] < opt.max_epochs and stop_reason != "early stopping":
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_data), generator=generator)
         trained.train()
@@ -279,7 +284,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(os.path.join(config.output_dir, BEST_MODEL), state["best_loss"],
-                       state["epoch"], state["train_time_s"], state["history"])
+                       state["epoch"], state["train_time_s"], state["history"], stop_reason)
 
 
 def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> PhiSNetModel:

@@ -83,13 +83,17 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     solution = None
     if weights.energy > 0 or want_forces:
         n_occ = batch.occupied_energies_eh.shape[-1]
+        # A training step differentiates the forces once more (in the parameters): second
+        # order; evaluation and energy-only steps need the faster first-order eigensolver.
+        force_step = want_forces and model.training
         prediction = energy_from_outputs(out, batch.atomic_numbers, positions, n_occ,
+                                         derivative_order=2 if force_step else 1,
                                          energy_model=unwrap(model).config.energy_model)
         energy, solution = prediction.energy_eh, prediction.solution
         terms["energy"] = _scaled_error(energy, batch.energy_eh, scales["energy"],
                                         weights.huber_delta)
         if want_forces:
-            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
+            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=force_step)
             terms["forces"] = _scaled_error(-gradient, batch.forces_eh_per_bohr,
                                             scales["forces"], weights.huber_delta)
     if weights.dipole > 0:

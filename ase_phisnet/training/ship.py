@@ -97,7 +97,8 @@ def ship(recipe: ShipRecipe) -> dict:
 
 def _exact_overlap_copy(path: str) -> str:
     """``path`` turned over to S from the integrals, saved beside it with its metadata."""
-    copy = path.replace(".pt", "_exact_overlap.pt")
+    stem, extension = os.path.splitext(path)
+    copy = f"{stem}_exact_overlap{extension}"
     model, meta = load_model_file(path)
     save_model(with_exact_overlap(model), copy,
                extra={k: v for k, v in meta.items() if k not in ("format", "format_version",
@@ -132,6 +133,13 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
                            {"training": training}, extra_dataset))})
     training["extra_data"] = [{**record, "dataset": os.path.basename(record["dataset"])}
                               for record in training.get("extra_data", [])]
+    # The card pairs each recorded extra file with its recipe entry by file name, not order.
+    by_name = {os.path.basename(extra["dataset"].path): extra for extra in extras}
+    recorded = [record["dataset"] for record in training["extra_data"]]
+    if sorted(by_name) != sorted(recorded):
+        raise ValueError(f"the recipe's extra data {sorted(by_name)} are not the files the model "
+                         f"trained on beside the main one, {sorted(recorded)}")
+    extras = [by_name[name] for name in recorded]
     stages = []
     for path in stage_configs:
         with open(path) as handle:

@@ -95,11 +95,15 @@ def saved(tmp_path):
 
 
 def test_missing_files_are_clear_errors(tmp_path, saved):
-    path, _, _ = saved
-    with pytest.raises(ModelFileError, match="missing config file .*nothing.pt.json"):
+    path, _, json_path = saved
+    with pytest.raises(ModelFileError, match="nothing.pt: no such model file"):
         load_model(tmp_path / "nothing.pt")
+    json_path.rename(tmp_path / "elsewhere.json")  # weights without metadata
+    with pytest.raises(ModelFileError, match="missing config file .*model.pt.json"):
+        load_model(path)
+    (tmp_path / "elsewhere.json").rename(json_path)
     path.unlink()  # metadata without weights
-    with pytest.raises(ModelFileError, match="unreadable or corrupt weights"):
+    with pytest.raises(ModelFileError, match="model.pt: no such model file"):
         load_model(path)
 
 

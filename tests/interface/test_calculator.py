@@ -440,3 +440,20 @@ def test_thermal_water_on_the_shipped_model_is_inside_the_domain():
         warnings.simplefilter("error", OutsideTrainingDomainWarning)
         dynamics.run(40)  # strict: any step outside would raise
     assert np.ptp(bonds) > 0.01  # Å: the bond really vibrated
+
+
+def test_a_model_instance_is_copied_and_matrices_have_getters(water_calc):
+    """A PhiSNetModel handed in is copied: the calculator's dtype and device changes leave
+    the caller's model as it was. H and S have getters that compute when needed."""
+    model = water_calc.model
+    assert next(model.parameters()).dtype == torch.float64
+    other = PhiSNetCalculator(model=model, dtype="float32")
+    assert next(other.model.parameters()).dtype == torch.float32
+    assert next(model.parameters()).dtype == torch.float64
+    atoms = molecule("H2O")
+    atoms.calc = water_calc
+    hamiltonian, overlap = water_calc.get_hamiltonian(atoms), water_calc.get_overlap(atoms)
+    nao = hamiltonian.shape[0]
+    assert hamiltonian.shape == overlap.shape == (nao, nao)
+    np.testing.assert_allclose(hamiltonian, hamiltonian.T, rtol=0, atol=1e-10)  # symmetric
+    np.testing.assert_allclose(np.diag(overlap), 1.0, rtol=0, atol=1e-6)  # normalized AOs
