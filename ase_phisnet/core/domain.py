@@ -17,6 +17,7 @@ the ASE unit, because every caller holds ASE positions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,12 @@ from ase.formula import Formula
 
 def hill_formula(atomic_numbers) -> str:
     """Hill formula of a set of atoms (``[8, 1, 1] -> "H2O"``; C first, then H, then by symbol)."""
-    return Formula.from_list([chemical_symbols[int(z)] for z in atomic_numbers]).format("hill")
+    return _hill_formula(tuple(int(z) for z in atomic_numbers))
+
+
+@functools.lru_cache(maxsize=64)
+def _hill_formula(numbers: tuple[int, ...]) -> str:
+    return Formula.from_list([chemical_symbols[z] for z in numbers]).format("hill")
 
 
 def element_pair(z_a: int, z_b: int) -> str:
@@ -38,12 +44,19 @@ def element_pair(z_a: int, z_b: int) -> str:
 def element_pair_distances_ang(atomic_numbers, positions_ang: np.ndarray) -> dict[str, np.ndarray]:
     """Every atom pair's distance (Å), grouped by element pair: ``{"H-O": (..., n_pairs)}``
     for positions of shape ``(..., N, 3)``."""
-    numbers = np.asarray(atomic_numbers)
+    i, j, groups = _pair_groups(tuple(int(z) for z in atomic_numbers))
     positions = np.asarray(positions_ang, dtype=float)
-    i, j = np.triu_indices(len(numbers), k=1)
     distances = np.linalg.norm(positions[..., i, :] - positions[..., j, :], axis=-1)
+    return {name: distances[..., mask] for name, mask in groups.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_groups(numbers: tuple[int, ...]):
+    """``(i, j, {element pair: mask over the pairs i < j})`` of a molecule: depends on the
+    atomic numbers alone, so MD steps reuse it."""
+    i, j = np.triu_indices(len(numbers), k=1)
     names = np.array([element_pair(numbers[a], numbers[b]) for a, b in zip(i, j)])
-    return {name: distances[..., names == name] for name in sorted(set(names.tolist()))}
+    return i, j, {name: names == name for name in sorted(set(names.tolist()))}
 
 
 @dataclass(frozen=True)

@@ -208,10 +208,8 @@ class PhiSNetModel(nn.Module):
             outputs["hamiltonian"] = outputs["hamiltonian"] + self.baseline_hamiltonian(
                 atomic_numbers, positions_bohr, twice_differentiable)
         if self.config.exact_overlap:
-            positions = positions_bohr if positions_bohr.dim() == 3 else positions_bohr[None]
-            overlap = exact_overlap(self._integrals(atomic_numbers), positions,
-                                    twice_differentiable)
-            outputs["overlap"] = overlap if positions_bohr.dim() == 3 else overlap[0]
+            outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions_bohr,
+                                               twice_differentiable)
         if self.config.pair_repulsion != "none":
             src, dst = self.network.pairs(atomic_numbers, positions_bohr.device)
             z = atomic_numbers.to(positions_bohr.device)
