@@ -52,17 +52,25 @@ def errors(model, dataset, positions) -> dict:
 
 
 def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
-                   interval_minutes: float) -> dict:
+                   interval_minutes: float, out_path: str,
+                   earlier_points: list | None = None) -> dict:
     """Train ``config_path`` for ``budget_minutes`` of CPU time in chunks; the errors after
-    each chunk (module docstring)."""
+    each chunk (module docstring), written to ``out_path`` after every chunk (a stopped run
+    keeps its curve). ``earlier_points``: the points of an earlier call on the same config,
+    whose run resumes from its checkpoint; the CPU count goes on from them."""
     from tqdm.auto import tqdm
 
     config = TrainConfig.from_yaml(config_path)
+    with open(config_path) as handle:
+        config_text = handle.read()
     heldout = HamiltonianDataset(heldout_path)
     chunk = dataclasses.replace(config, optim=dataclasses.replace(
         config.optim, max_time_minutes=interval_minutes))
-    points, cpu_seconds, last_epoch = [], 0.0, -1
-    bar = tqdm(total=round(budget_minutes, 1), unit="CPU-min", desc=os.path.basename(config_path))
+    points = list(earlier_points or [])
+    cpu_seconds = 60 * points[-1]["cpu_minutes"] if points else 0.0
+    last_epoch = points[-1]["epoch"] if points else -1
+    bar = tqdm(total=round(budget_minutes, 1), initial=round(cpu_seconds / 60, 1),
+               unit="CPU-min", desc=os.path.basename(config_path))
     while cpu_seconds < 60 * budget_minutes:
         start = time.process_time()
         result = train(chunk, progress=False)
@@ -77,14 +85,17 @@ def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
                        "epoch": result.epochs,
                        "test": errors(model, dataset, trained_test_split(meta, dataset)),
                        "heldout": errors(model, heldout, range(len(heldout)))})
+        curve = {"config": config_path, "config_text": config_text,
+                 "heldout": heldout_path, "threads": torch.get_num_threads(), "points": points}
+        with open(out_path, "w") as handle:
+            json.dump(curve, handle, indent=1)
         bar.update(round(min(cpu_seconds / 60, budget_minutes) - bar.n, 1))
         bar.set_postfix(H_test=f"{points[-1]['test']['hamiltonian_mae_ueh']:.0f}",
                         H_heldout=f"{points[-1]['heldout']['hamiltonian_mae_ueh']:.0f}")
         if result.stop_reason != "time budget":  # early stopping or max_epochs
             break
     bar.close()
-    return {"config": config_path, "config_text": open(config_path).read(),
-            "heldout": heldout_path, "threads": torch.get_num_threads(), "points": points}
+    return points
 
 
 def plot(folder: str) -> str:
@@ -123,6 +134,9 @@ def main():
     parser.add_argument("--interval-minutes", type=float, default=4.0)
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the JSON files and PNG")
     parser.add_argument("--plot", metavar="FOLDER", help="only draw the JSON files of FOLDER")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue the curves in --out up to --budget-minutes (each run "
+                             "resumes from its checkpoint)")
     args = parser.parse_args()
     if args.plot:
         print(plot(args.plot))
@@ -132,12 +146,19 @@ def main():
     torch.set_num_threads(1)  # CPU-minutes of one core: curves comparable across variants
     os.makedirs(args.out, exist_ok=True)
     for config_path in args.configs:
-        curve = learning_curve(config_path, args.heldout, args.budget_minutes,
-                               args.interval_minutes)
         stem = os.path.splitext(os.path.basename(config_path))[0]
-        with open(os.path.join(args.out, f"{stem}.json"), "w") as handle:
-            json.dump(curve, handle, indent=1)
-        print(json.dumps(curve["points"][-1], indent=1) if curve["points"] else "no points")
+        path = os.path.join(args.out, f"{stem}.json")
+        earlier = None
+        if args.extend:
+            if not os.path.exists(path):
+                parser.error(f"--extend: {path} does not exist")
+            with open(path) as handle:
+                earlier = json.load(handle)
+            if earlier["heldout"] != args.heldout:
+                parser.error(f"--extend: {path} was measured on {earlier['heldout']}")
+        points = learning_curve(config_path, args.heldout, args.budget_minutes,
+                                args.interval_minutes, path, earlier and earlier["points"])
+        print(json.dumps(points[-1], indent=1) if points else "no points")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ gradient and GFN2-xTB (tblite) energy+forces on the same geometry. Also: the spl
 memory, and the exponent of time ~ N_atoms^k.
 
 The models are random-weight models of the default architecture (``ModelConfig(elements=H, C,
-N, O)``, matrices H, S, core H): speed does not depend on the weight values. A random overlap
-head does not give a positive definite S, which the eigensolver needs; the off-diagonal
-(pair) scales of the overlap head are multiplied by 0.02, so S is the exact on-site overlap
-plus small couplings. Nothing is fitted.
+N, O)``: the network predicts ``H - H_core - V_SAP``; S, H_core and V_SAP come from PySCF's
+integrals): speed does not depend on the weight values. Nothing is fitted. The split separates
+the integrals (S, H_core, V_SAP and their position derivatives, timed on their own) from the
+network.
 
     python benchmarks/speed.py [--device cpu|cuda] [--threads 2] [--repeats 20]
                                [--pyscf-max-atoms 12] [--quick] [--out benchmarks/results]
@@ -40,7 +40,6 @@ from ase_phisnet import PhiSNetCalculator
 from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 
-OVERLAP_PAIR_SCALE = 0.02
 CC_ANG, CH_ANG, TETRAHEDRAL_DEG = 1.53, 1.09, 109.47
 
 
@@ -87,10 +86,7 @@ def molecules(quick: bool) -> dict[str, Atoms]:
 
 def random_model(seed: int = 0) -> PhiSNetModel:
     torch.manual_seed(seed)
-    model = PhiSNetModel(ModelConfig(elements=("H", "C", "N", "O")))
-    with torch.no_grad():
-        model.heads["overlap"].pair_scale.mul_(OVERLAP_PAIR_SCALE)
-    return model
+    return PhiSNetModel(ModelConfig(elements=("H", "C", "N", "O")))
 
 
 def geometries(atoms: Atoms, count: int, seed: int = 0):
@@ -124,12 +120,16 @@ def time_calculator(model, atoms, device, network_dtype, repeats, warmup=3):
 
 
 def time_split(model, atoms, device, repeats, warmup=3):
-    """Median seconds of (network forward, eigensolver + energy, backward) on the same path
-    the calculator takes (model in its dtype, eigensolver float64, first-order projector)."""
+    """Median seconds of (model forward, eigensolver + energy, backward) on the same path the
+    calculator takes (model in its dtype, eigensolver float64, first-order projector), and of
+    the integrals inside the forward and the backward, timed on their own: their values
+    (``integrals_forward``) and the pullback of a gradient through their first derivatives
+    (``integrals_backward``). ``network_forward`` and ``network_backward`` are the rest."""
     z = torch.as_tensor(atoms.numbers, device=device)
     n_occupied = n_occupied_orbitals(atoms.numbers, 0)
     network_dtype = next(model.parameters()).dtype
-    parts = {"network_forward": [], "eigensolver_energy": [], "backward": []}
+    parts = {"model_forward": [], "eigensolver_energy": [], "backward": [],
+             "integrals_forward": [], "integrals_backward": []}
     for step, moved in enumerate(geometries(atoms, repeats + warmup, seed=1)):
         positions = torch.as_tensor(moved.positions / Bohr, dtype=torch.float64,
                                     device=device).requires_grad_()
@@ -146,10 +146,19 @@ def time_split(model, atoms, device, repeats, warmup=3):
         torch.autograd.grad(energy.energy_eh, positions)
         synchronize(device)
         t3 = time.perf_counter()
+        exact = model.exact_matrices(z, positions)
+        t4 = time.perf_counter()
+        upstream = [torch.ones_like(matrix) for matrix in exact.values()]
+        t5 = time.perf_counter()
+        torch.autograd.grad(list(exact.values()), positions, upstream)
+        t6 = time.perf_counter()
         if step >= warmup:
-            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5)):
                 parts[key].append(value)
-    return {key: statistics.median(values) for key, values in parts.items()}
+    split = {key: statistics.median(values) for key, values in parts.items()}
+    split["network_forward"] = split["model_forward"] - split["integrals_forward"]
+    split["network_backward"] = split["backward"] - split["integrals_backward"]
+    return split
 
 
 def peak_memory_mib(device) -> float:
@@ -226,7 +235,7 @@ def main(argv=None):
                     "torch": torch.__version__, "load_average": os.getloadavg()},
         "settings": {"repeats": args.repeats, "pyscf_repeats": args.pyscf_repeats,
                      "pyscf_max_atoms": args.pyscf_max_atoms, "quick": args.quick,
-                     "overlap_pair_scale": OVERLAP_PAIR_SCALE,
+                     "config": model.config.to_dict(),
                      "parameters": sum(p.numel() for p in model.parameters())},
         "molecules": {},
     }
@@ -244,7 +253,8 @@ def main(argv=None):
             entry[f"split_{name}_net_s"] = time_split(model, atoms, device, repeats, warmup)
             entry[f"peak_memory_{name}_mib"] = peak_memory_mib(device)
         split = entry["split_float64_net_s"]
-        split["calculator_overhead"] = entry["ours_float64_net_s"] - sum(split.values())
+        split["calculator_overhead"] = entry["ours_float64_net_s"] - sum(
+            split[key] for key in ("model_forward", "eigensolver_energy", "backward"))
         entry["xtb_gfn2_s"] = time_xtb(atoms, 2 if args.quick else max(3, args.repeats // 4))
         if len(atoms) <= args.pyscf_max_atoms:
             entry["pyscf_pbe_def2svp_s"] = time_pyscf(atoms, args.pyscf_repeats)
@@ -283,7 +293,8 @@ def print_entry(label, e):
           f"f32-net {ms(e['ours_float32_net_s'])} ms | xtb {ms(e['xtb_gfn2_s'])} ms | "
           f"PySCF {ms(e['pyscf_pbe_def2svp_s'])} ms"
           + (f" ({e['pyscf_skipped']})" if "pyscf_skipped" in e else "")
-          + " | split f64: " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in split.items())
+          + " | split f64: " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in split.items()
+                                         if k not in ("model_forward", "backward"))
           + f" ms | peak RSS {e['peak_memory_float64_mib']:.0f} MiB")
     ratios = {k: round(v, 1) for k, v in e.items() if "_over_" in k}
     if ratios:

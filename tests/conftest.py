@@ -1,6 +1,7 @@
 """Shared fixtures: small reference datasets and small trained models, made once per session."""
 
 import pytest
+from model_settings import PREDICTED_MATRICES
 
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.data.generate import generate_dataset
@@ -12,8 +13,9 @@ from ase_phisnet.training.data import load_matrix_data
 from ase_phisnet.training.loop import fit_element_energies, train
 
 STO3G_HF = Theory(xc="hf", basis="sto-3g")
+# The kind of the shipped potentials: S and core H predicted by the network, no baseline
 SMALL_MODEL = {"channels": [16, 8, 8], "num_layers": 2, "num_radial": 8, "radial_hidden": 16,
-               "energy_hidden": 16}
+               "energy_hidden": 16, **PREDICTED_MATRICES}
 
 
 @pytest.fixture(scope="session")

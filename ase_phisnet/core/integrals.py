@@ -31,6 +31,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from pyscf import lib
 
 from ase_phisnet.core.molecule import build_molecule
 
@@ -202,13 +203,24 @@ def exact_matrix(integrals: ExactIntegrals, positions_bohr: torch.Tensor,
     return _Exact.apply(positions_bohr, integrals, twice_differentiable)
 
 
+def one_integral_thread():
+    """A context in which PySCF's integral code runs on one OpenMP thread.
+
+    The one-electron integrals of a small molecule take ~1 ms; with PySCF's default thread
+    pool on a 2-core machine that also runs torch, the same call took ~20 ms of thread
+    start-up and contention. Threads pay off for batches of large molecules, not here.
+    """
+    return lib.with_omp_threads(1)
+
+
 def _batched(positions: torch.Tensor, compute, *weights: torch.Tensor) -> torch.Tensor:
     """``compute(p, *w)`` (numpy) for each geometry p of ``positions`` (..., A, 3), with the
     matching entries of ``weights`` (..., *) when given, stacked back to (..., *out)."""
     batch = positions.shape[:-2]
     flat = positions.detach().reshape(-1, *positions.shape[-2:]).cpu().numpy()
     flat_weights = [w.detach().reshape(-1, *w.shape[len(batch):]).cpu().numpy() for w in weights]
-    values = np.stack([compute(p, *w) for p, *w in zip(flat, *flat_weights)])
+    with one_integral_thread():
+        values = np.stack([compute(p, *w) for p, *w in zip(flat, *flat_weights)])
     return torch.as_tensor(values, dtype=positions.dtype, device=positions.device).reshape(
         *batch, *values.shape[1:])
 
@@ -249,7 +261,9 @@ class _ExactPullback(torch.autograd.Function):
             grad_grad = integrals.push(upstream, first)
         if ctx.needs_input_grad[1]:
             if ctx.curvature is None:
-                ctx.curvature = integrals.curvature(grad_matrix.detach(), positions.detach())
+                with one_integral_thread():
+                    ctx.curvature = integrals.curvature(grad_matrix.detach(),
+                                                        positions.detach())
             grad_positions = integrals.second_pull(ctx.curvature, upstream.detach())
         return grad_grad, grad_positions, None
 

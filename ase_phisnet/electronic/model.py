@@ -7,9 +7,10 @@ of a geometry is composed:
 
     E(R) = E_{el}[H(R), S(R)] + E_{rem}(R) + E_{prior}(R)
 
-- ``H = H_base + ΔH``: ``ΔH`` (and core H, or a predicted S) from the matrix network
-  :class:`~ase_phisnet.nn.network.PhiSNet`; ``S`` exact from PySCF's integrals with
-  ``exact_overlap`` (:mod:`ase_phisnet.core.integrals`);
+- ``H = H_base + ΔH``: ``ΔH`` from the matrix network :class:`~ase_phisnet.nn.network.PhiSNet`,
+  ``H_base = H_core + V_SAP`` exact from PySCF's integrals (``baseline``); ``S`` and ``H_core``
+  exact from the integrals too (``exact_overlap``, ``exact_core_hamiltonian``), or predicted
+  by heads of the network (the older models);
 - ``E_el``: the electronic term of the chosen energy model
   (:data:`~ase_phisnet.electronic.energy.EnergyModelName`), a function of the solution of
   ``H C = S C eps`` (:mod:`ase_phisnet.electronic.energy`);
@@ -63,9 +64,18 @@ class ModelConfig(NetworkConfig):
     num_layers, num_radial, radial_hidden, cutoff_bohr, avg_neighbors, matrices, tracegrad)
     extended by the fields that say how the energy is composed; one flat dict in files.
 
+    The defaults are the network the learning curves chose (``docs/benchmarks.md``): the
+    network predicts only ``ΔH = H - H_core - V_SAP``; S and H_core come from the integrals.
+    Model files that do not record a field had its older value
+    (:data:`~ase_phisnet.electronic.model_file.UNRECORDED_FIELDS`).
+
     Attributes:
+        matrices: The network's heads (``hamiltonian`` first); as in ``NetworkConfig``, but by
+            default H alone.
         exact_overlap: Take S from PySCF's integrals (exact and differentiable twice in the
             positions) instead of predicting it; ``matrices`` must then leave out ``overlap``.
+        exact_core_hamiltonian: Take ``H_core = T + V_nuc`` from the integrals likewise;
+            ``matrices`` must then leave out ``core_hamiltonian``.
         baseline: ``"core"``: the network's H head predicts ``ΔH = H - H_core`` and the exact
             core Hamiltonian is added (its forces and Hessians exact); ``"core_sap"``:
             ``ΔH = H - H_core - V_SAP``, the superposition of atomic potentials added as well
@@ -80,8 +90,10 @@ class ModelConfig(NetworkConfig):
             which the data do not reach; ``"none"`` adds nothing.
     """
 
-    exact_overlap: bool = False
-    baseline: BaselineName = "none"
+    matrices: tuple[str, ...] = ("hamiltonian",)
+    exact_overlap: bool = True
+    exact_core_hamiltonian: bool = True
+    baseline: BaselineName = "core_sap"
     energy_model: EnergyModelName = "phisnet"
     remainder: RemainderName = "atomwise"
     energy_hidden: int = 32
@@ -92,6 +104,9 @@ class ModelConfig(NetworkConfig):
         if self.exact_overlap and "overlap" in self.matrices:
             raise ValueError("exact_overlap takes S from the integrals: leave 'overlap' out of "
                              "matrices")
+        if self.exact_core_hamiltonian and "core_hamiltonian" in self.matrices:
+            raise ValueError("exact_core_hamiltonian takes H_core from the integrals: leave "
+                             "'core_hamiltonian' out of matrices")
         check_energy_model(self.energy_model)
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
@@ -113,9 +128,16 @@ class ModelConfig(NetworkConfig):
 
     @property
     def output_matrices(self) -> frozenset[str]:
-        """Matrices the model outputs: the predicted ones, and S when it comes from the
-        integrals."""
-        return frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
+        """Matrices the model outputs: the predicted ones, and those from the integrals."""
+        return (frozenset(self.matrices) | ({"overlap"} if self.exact_overlap else frozenset())
+                | ({"core_hamiltonian"} if self.exact_core_hamiltonian else frozenset()))
+
+    @property
+    def exact_matrix_names(self) -> frozenset[str]:
+        """The keys of :meth:`PhiSNetModel.exact_matrices`."""
+        return (({"overlap"} if self.exact_overlap else frozenset())
+                | ({"core_hamiltonian"} if self.exact_core_hamiltonian else frozenset())
+                | ({"baseline_hamiltonian"} if self.baseline != "none" else frozenset()))
 
     @property
     def energy_matrices(self) -> frozenset[str]:
@@ -148,8 +170,7 @@ class PhiSNetModel(nn.Module):
         self.network = PhiSNet(config.network)
         self.remainder = build_remainder(config.remainder, len(self.network.atomic_numbers),
                                          self.network.num_scalar_features, config.energy_hidden)
-        self._overlap_integrals = {}  # atomic numbers -> OverlapIntegrals (exact_overlap)
-        self._baseline_integrals = {}  # atomic numbers -> (core, SAP or None) integrals
+        self._integrals = {}  # (atomic numbers, kind) -> PySCF integrals of that molecule
 
     # The network's vocabulary, for training and evaluation.
     @property
@@ -173,8 +194,8 @@ class PhiSNetModel(nn.Module):
         return self.network.species(atomic_numbers)
 
     def forward(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
-                return_invariants: bool = False,
-                twice_differentiable: bool = True) -> dict[str, torch.Tensor]:
+                return_invariants: bool = False, twice_differentiable: bool = True,
+                exact: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Matrices and the non-electronic energy of one molecule, or of a batch of geometries.
 
         Args:
@@ -186,6 +207,9 @@ class PhiSNetModel(nn.Module):
                 the outputs are then differentiable once in the positions, and in the
                 parameters through that first derivative; a second derivative in the
                 positions (a Hessian) silently misses the d²S/dR² terms.
+            exact: :meth:`exact_matrices` at these positions, when they are known (training
+                computes them once per geometry); only for positions that do not require
+                grad, as they carry no position derivatives.
 
         Returns:
             ``{"hamiltonian": ([B,] nao, nao) Eh, "overlap": ([B,] nao, nao), ...}`` in PySCF
@@ -204,12 +228,18 @@ class PhiSNetModel(nn.Module):
         if network_dtype != positions_bohr.dtype:
             outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
             energy = energy.to(positions_bohr.dtype)
-        if self.config.baseline != "none":
-            outputs["hamiltonian"] = outputs["hamiltonian"] + self.baseline_hamiltonian(
-                atomic_numbers, positions_bohr, twice_differentiable)
-        if self.config.exact_overlap:
-            outputs["overlap"] = exact_overlap(self._integrals(atomic_numbers), positions_bohr,
-                                               twice_differentiable)
+        if exact is None:
+            exact = self.exact_matrices(atomic_numbers, positions_bohr, twice_differentiable)
+        elif positions_bohr.requires_grad:
+            raise ValueError("precomputed exact matrices have no position derivatives: pass "
+                             "exact only for positions that do not require grad")
+        elif set(exact) != self.config.exact_matrix_names:
+            raise ValueError(f"exact must hold {sorted(self.config.exact_matrix_names)}, got "
+                             f"{sorted(exact)}")
+        exact = dict(exact)
+        if "baseline_hamiltonian" in exact:
+            outputs["hamiltonian"] = outputs["hamiltonian"] + exact.pop("baseline_hamiltonian")
+        outputs.update(exact)
         if self.config.pair_repulsion != "none":
             src, dst = self.network.pairs(atomic_numbers, positions_bohr.device)
             z = atomic_numbers.to(positions_bohr.device)
@@ -219,31 +249,39 @@ class PhiSNetModel(nn.Module):
         outputs["remainder_energy_eh"] = energy
         return outputs
 
-    def baseline_hamiltonian(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
-                             twice_differentiable: bool = True) -> torch.Tensor:
-        """The exact part of H (Eh, ``([B,] nao, nao)``, differentiable in the positions):
-        ``H_core`` (``baseline="core"``), ``H_core + V_SAP`` (``"core_sap"``) or zero."""
-        if self.config.baseline == "none":
-            nao = self.layout.nao(atomic_numbers.tolist())
-            return positions_bohr.new_zeros(*positions_bohr.shape[:-2], nao, nao)
-        key = tuple(atomic_numbers.tolist())
-        if key not in self._baseline_integrals:
-            self._baseline_integrals[key] = (
-                CoreHamiltonianIntegrals(key, self.config.basis),
-                SAPIntegrals(key, self.config.basis) if self.config.baseline == "core_sap"
-                else None)
-        core, sap = self._baseline_integrals[key]
-        baseline = exact_core_hamiltonian(core, positions_bohr, twice_differentiable)
-        if sap is not None:
-            baseline = baseline + exact_sap(sap, positions_bohr, twice_differentiable)
-        return baseline
+    def exact_matrices(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                       twice_differentiable: bool = True) -> dict[str, torch.Tensor]:
+        """The matrices the model takes from PySCF's integrals at ``positions_bohr``
+        (``([B,] A, 3)`` Bohr), each ``([B,] nao, nao)`` and differentiable in the positions
+        (``twice_differentiable`` as in :meth:`forward`): ``"overlap"`` (``exact_overlap``),
+        ``"core_hamiltonian"`` (Eh, ``exact_core_hamiltonian``) and ``"baseline_hamiltonian"``
+        (Eh; ``H_core``, or ``H_core + V_SAP``, by ``baseline``). They depend on the geometry
+        alone, so training computes them once per geometry and passes them to
+        :meth:`forward`."""
+        config, key = self.config, tuple(atomic_numbers.tolist())
+        exact = {}
+        if config.exact_overlap:
+            exact["overlap"] = exact_overlap(self._cached(key, "overlap"), positions_bohr,
+                                             twice_differentiable)
+        if config.exact_core_hamiltonian or config.baseline != "none":
+            core = exact_core_hamiltonian(self._cached(key, "core"), positions_bohr,
+                                          twice_differentiable)
+            if config.exact_core_hamiltonian:
+                exact["core_hamiltonian"] = core
+            if config.baseline == "core":
+                exact["baseline_hamiltonian"] = core
+            elif config.baseline == "core_sap":
+                exact["baseline_hamiltonian"] = core + exact_sap(
+                    self._cached(key, "sap"), positions_bohr, twice_differentiable)
+        return exact
 
-    def _integrals(self, atomic_numbers: torch.Tensor) -> OverlapIntegrals:
-        """PySCF overlap integrals of a molecule (exact_overlap), cached per molecule."""
-        key = tuple(atomic_numbers.tolist())
-        if key not in self._overlap_integrals:
-            self._overlap_integrals[key] = OverlapIntegrals(key, self.config.basis)
-        return self._overlap_integrals[key]
+    def _cached(self, atomic_numbers: tuple[int, ...], kind: str):
+        """PySCF integrals (``kind``: overlap, core or sap) of a molecule, built once."""
+        if (atomic_numbers, kind) not in self._integrals:
+            build = {"overlap": OverlapIntegrals, "core": CoreHamiltonianIntegrals,
+                     "sap": SAPIntegrals}[kind]
+            self._integrals[atomic_numbers, kind] = build(atomic_numbers, self.config.basis)
+        return self._integrals[atomic_numbers, kind]
 
 
 def predict_energy(model: PhiSNetModel, atomic_numbers: torch.Tensor,
@@ -308,17 +346,19 @@ def predict_energies_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
 
 def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
     """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
-    ``exact_overlap``, ``energy_model``, ``pair_repulsion``, and ``matrices`` narrowed to a
-    subset (the dropped heads' weights are left out). Anything else would need weights the
-    model does not have. A new energy model or pair repulsion zeroes the element energies,
-    which training then refits."""
-    allowed = {"exact_overlap", "energy_model", "pair_repulsion", "matrices"}
+    ``exact_overlap``, ``exact_core_hamiltonian``, ``energy_model``, ``pair_repulsion``, and
+    ``matrices`` narrowed to a subset (the dropped heads' weights are left out). Anything else
+    would need weights the model does not have. A new energy model or pair repulsion zeroes the
+    element energies, which training then refits."""
+    allowed = {"exact_overlap", "exact_core_hamiltonian", "energy_model", "pair_repulsion",
+               "matrices"}
     if set(changes) - allowed:
         raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
                          f"{sorted(set(changes) - allowed)}")
-    if model.config.exact_overlap and changes.get("exact_overlap") is False:
-        raise ValueError("the model takes S from the integrals and has no trained S head; "
-                         "exact_overlap cannot be turned off")
+    for flag, matrix in (("exact_overlap", "S"), ("exact_core_hamiltonian", "H_core")):
+        if getattr(model.config, flag) and changes.get(flag) is False:
+            raise ValueError(f"the model takes {matrix} from the integrals and has no trained "
+                             f"head for it; {flag} cannot be turned off")
     config = dataclasses.replace(model.config, **changes)
     dropped = set(model.config.matrices) - set(config.matrices)
     if set(config.matrices) - set(model.config.matrices):

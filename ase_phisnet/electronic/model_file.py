@@ -7,7 +7,9 @@ data's domain (:class:`~ase_phisnet.core.domain.TrainingDomain`, under ``"domain
 
 Format versions: 2 stores the matrix network's weights under ``network.`` and the learned
 remainder's under ``remainder.``; version 1 files (one flat module, the remainder as
-``energy_mlp.`` and ``element_energy_eh``) are read and mapped onto version 2.
+``energy_mlp.`` and ``element_energy_eh``) are read and mapped onto version 2. A config field
+that a file does not record had, when the file was written, the value in
+:data:`UNRECORDED_FIELDS` (the defaults of that time), not today's default.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+
+#: ModelConfig fields added after files were written, with the value such a file meant.
+UNRECORDED_FIELDS = {"matrices": ("hamiltonian", "overlap", "core_hamiltonian"),
+                     "exact_overlap": False, "exact_core_hamiltonian": False,
+                     "baseline": "none", "energy_model": "phisnet", "remainder": "atomwise",
+                     "pair_repulsion": "none"}
 
 
 def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:
@@ -90,7 +98,7 @@ def load_model_file(path, map_location="cpu") -> tuple[PhiSNetModel, dict]:
     path = os.fspath(path)
     meta = read_metadata(path)
     try:
-        config = ModelConfig.from_dict(meta["config"])
+        config = ModelConfig.from_dict({**UNRECORDED_FIELDS, **meta["config"]})
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path}.json: invalid model config ({error})") from None
     training_domain(meta)  # a corrupt domain fails here, not at the first calculation

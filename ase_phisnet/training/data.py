@@ -8,7 +8,7 @@ Atomic units (Eh, Bohr, e·Bohr); matrices in PySCF's AO order. Also how a data 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ class MatrixData:
     dipole_e_bohr: torch.Tensor  # (N, 3), origin at 0
     position_integrals: torch.Tensor | None = None  # (N, 3, nao, nao) <r - R_c>, for dipoles
     virtual_energies_eh: torch.Tensor | None = None  # (N, k) lowest virtual orbital energies
+    # name -> (N, nao, nao): a model's matrices from the integrals at these geometries
+    # (PhiSNetModel.exact_matrices), computed once (with_exact_matrices) instead of every step
+    exact_matrices: dict[str, torch.Tensor] | None = None
 
     def __len__(self):
         return self.positions_bohr.shape[0]
@@ -51,6 +54,21 @@ class MatrixData:
                                   else {k: function(v) for k, v in value.items()}
                                   if isinstance(value, dict) else function(value))
         return MatrixData(atomic_numbers, **values)
+
+
+@torch.no_grad()
+def with_exact_matrices(data: MatrixData, model, batch_size: int = 64) -> MatrixData:
+    """``data`` with ``exact_matrices`` of ``model`` (float64) at its geometries, so training
+    steps without position derivatives skip the integrals."""
+    if not model.config.exact_matrix_names:
+        return data
+    positions = data.positions_bohr.to(torch.float64)
+    parts = [model.exact_matrices(data.atomic_numbers, positions[first:first + batch_size],
+                                  twice_differentiable=False)
+             for first in range(0, len(data), batch_size)]
+    exact = {name: torch.cat([part[name] for part in parts]).to(data.positions_bohr.dtype)
+             for name in parts[0]}
+    return replace(data, exact_matrices=exact)
 
 
 def concatenate(parts: list[MatrixData]) -> MatrixData:

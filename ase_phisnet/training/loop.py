@@ -36,6 +36,7 @@ from ase_phisnet.training.data import (
     matching_dataset,
     split_of,
     split_record,
+    with_exact_matrices,
 )
 from ase_phisnet.training.loss import compute_loss, evaluate_loss, loss_scales
 
@@ -47,16 +48,15 @@ BEST_MODEL = "best_model.pt"
 @torch.no_grad()
 def fit_onsite_offsets(model: PhiSNetModel, train: MatrixData) -> None:
     """Set the predicted heads' on-site offsets to the training mean of the diagonal blocks
-    of what each head predicts (for H over a baseline, of ``H - H_base``)."""
+    of what each head predicts (for H over a baseline, of ``H - H_base``; ``train`` then
+    holds the model's exact matrices, :func:`~ase_phisnet.training.data.with_exact_matrices`)."""
     numbers = train.atomic_numbers.tolist()
     slices = model.layout.ao_slices(numbers)
     for name, matrices in train.matrices.items():
         if name == "overlap":  # its on-site blocks are exact constants
             continue
         if name == "hamiltonian" and model.config.baseline != "none":
-            positions = train.positions_bohr.to(torch.float64)
-            matrices = matrices - model.baseline_hamiltonian(
-                train.atomic_numbers, positions, twice_differentiable=False).to(matrices.dtype)
+            matrices = matrices - train.exact_matrices["baseline_hamiltonian"].to(matrices.dtype)
         means = {z: torch.cat([matrices[:, s, s] for s, zz in zip(slices, numbers) if zz == z])
                  .mean(0) for z in set(numbers)}
         model.heads[name].set_onsite_offset(means)
@@ -70,7 +70,7 @@ def fit_element_energies(model: PhiSNetModel, train: MatrixData, batch_size: int
     residuals = []
     for first in range(0, len(train), batch_size):
         batch = train.subset(torch.arange(first, min(first + batch_size, len(train))))
-        out = model(batch.atomic_numbers, batch.positions_bohr)
+        out = model(batch.atomic_numbers, batch.positions_bohr, exact=batch.exact_matrices)
         try:
             predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr,
                                             n_occ, energy_model=model.config.energy_model)
@@ -160,7 +160,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                                             dipoles, n_virtual))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
-    train_data, valid_data = concatenate(train_parts), concatenate(valid_parts)
+    # The integrals (S, H_core, the baseline) depend on the geometry alone: once per geometry
+    train_data = with_exact_matrices(concatenate(train_parts), model)
+    valid_data = with_exact_matrices(concatenate(valid_parts), model)
     logger.info("%d training (repeats counted) and %d validation geometries from %d file(s)",
                 len(train_data), len(valid_data), 1 + len(config.extra_data))
     # The main file sets the loss scales: extra files (hot, stretched bonds) would widen the

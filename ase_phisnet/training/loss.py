@@ -69,7 +69,8 @@ def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
     # Forces are the only derivative in the positions taken here: the loss's backward needs
     # second derivatives in the parameters, never in the positions.
     out = model(batch.atomic_numbers, positions, return_invariants=want_traces,
-                twice_differentiable=False)
+                twice_differentiable=False,
+                exact=None if want_forces else batch.exact_matrices)
     terms = {}
     for name, reference in batch.matrices.items():
         terms[name] = _scaled_error(out[name], reference, scales[name])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from ase.build import molecule
 from ase.units import Bohr
+from model_settings import PREDICTED_MATRICES
 from symmetry import DTYPES, TOLERANCE, ao_D, assert_equivariant, group_elements, relative_error
 
 from ase_phisnet.core.molecule import build_molecule
@@ -26,8 +27,11 @@ from ase_phisnet.electronic.priors import zbl_repulsion_eh
 
 SMALL = {"channels": (8, 4, 4, 2, 2), "num_layers": 2, "num_radial": 8, "radial_hidden": 16}
 CASES = {
+    # the default: H over the exact H_core + V_SAP, S and H_core exact, PhiSNet's energy
+    "default": {},
     # PhiSNet's energy (H, core H predicted, S exact), TraceGrad features switched on
-    "phisnet_tracegrad": {"exact_overlap": True, "tracegrad": True,
+    "phisnet_tracegrad": {"exact_overlap": True, "tracegrad": True, "baseline": "none",
+                          "exact_core_hamiltonian": False,
                           "matrices": ("hamiltonian", "core_hamiltonian")},
     # band-structure energy with the ZBL prior (the geometry below is compressed into it)
     "band_structure_zbl": {"exact_overlap": True, "matrices": ("hamiltonian",),
@@ -213,10 +217,16 @@ def test_config_validates():
     with pytest.raises(ValueError, match="energy_hidden must be positive"):
         ModelConfig(energy_hidden=0)
     with pytest.raises(ValueError, match="leave 'overlap' out"):
-        ModelConfig(exact_overlap=True)
-    assert ModelConfig(matrices=("hamiltonian", "overlap"),
-                       energy_model="band_structure").predicts_energy
-    assert not ModelConfig(matrices=("hamiltonian", "overlap")).predicts_energy
+        ModelConfig(matrices=("hamiltonian", "overlap"))
+    with pytest.raises(ValueError, match="leave 'core_hamiltonian' out"):
+        ModelConfig(matrices=("hamiltonian", "core_hamiltonian"))
+    with pytest.raises(ValueError, match="tracegrad with a baseline"):
+        ModelConfig(tracegrad=True)
+    assert ModelConfig().predicts_energy  # S and H_core from the integrals
+    predicted_s = {"matrices": ("hamiltonian", "overlap"), "exact_overlap": False,
+                   "exact_core_hamiltonian": False}
+    assert ModelConfig(**predicted_s, energy_model="band_structure").predicts_energy
+    assert not ModelConfig(**predicted_s).predicts_energy
     config = ModelConfig(elements=["H", "O"], channels=[8, 4, 4, 2, 2])
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown keys"):
@@ -225,7 +235,8 @@ def test_config_validates():
 
 def test_reconfigured_keeps_weights_and_refuses_new_ones():
     torch.manual_seed(0)
-    model = PhiSNetModel(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1)).double()
+    model = PhiSNetModel(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1,
+                                     **PREDICTED_MATRICES)).double()
     with torch.no_grad():
         model.remainder.element_energy_eh.fill_(-1.0)
     band = reconfigured(model, energy_model="band_structure",
@@ -247,8 +258,32 @@ def test_reconfigured_keeps_weights_and_refuses_new_ones():
     torch.testing.assert_close(same.remainder.element_energy_eh, model.remainder.element_energy_eh,
                                rtol=0, atol=0)
     exact = reconfigured(model, exact_overlap=True, matrices=("hamiltonian", "core_hamiltonian"))
-    with pytest.raises(ValueError, match="no trained S head"):
+    with pytest.raises(ValueError, match="no trained head for it; exact_overlap"):
         reconfigured(exact, exact_overlap=False)
+    both = reconfigured(exact, exact_core_hamiltonian=True, matrices=("hamiltonian",))
+    assert "core_hamiltonian" not in both.heads
+    with pytest.raises(ValueError, match="no trained head for it; exact_core_hamiltonian"):
+        reconfigured(both, exact_core_hamiltonian=False)
+
+
+def test_precomputed_exact_matrices_give_the_model_s_outputs():
+    """Training passes S, H_core and the baseline computed once per geometry
+    (``exact=``); the outputs must be those the model computes itself (the same integrals
+    on the same positions: equal to float64 rounding), and positions that require grad are
+    refused (the cache has no position derivatives)."""
+    model = make_model()
+    z, positions = water_bohr(seed=3)
+    batch = torch.stack([positions, positions + 0.01])
+    exact = model.exact_matrices(z, batch)
+    assert set(exact) == {"overlap", "core_hamiltonian", "baseline_hamiltonian"}
+    with torch.no_grad():
+        direct, cached = model(z, batch), model(z, batch, exact=exact)
+    for name in ("hamiltonian", "overlap", "core_hamiltonian"):
+        torch.testing.assert_close(cached[name], direct[name], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no position derivatives"):
+        model(z, batch.clone().requires_grad_(True), exact=exact)
+    with pytest.raises(ValueError, match="exact must hold"):
+        model(z, batch, exact={"overlap": exact["overlap"]})
 
 
 def test_model_with_exact_overlap_keeps_the_other_weights():
@@ -257,7 +292,7 @@ def test_model_with_exact_overlap_keeps_the_other_weights():
     numbers, positions = atoms.numbers, torch.tensor(atoms.positions / Bohr)
     torch.manual_seed(0)
     config = ModelConfig(basis="def2-svp", elements=("H", "O"), channels=(8, 4, 4, 4, 4),
-                         num_layers=1, num_radial=4, radial_hidden=8)
+                         num_layers=1, num_radial=4, radial_hidden=8, **PREDICTED_MATRICES)
     learned = PhiSNetModel(config).double()
     exact = with_exact_overlap(learned)
     assert exact.config.exact_overlap and "overlap" not in exact.config.matrices
@@ -275,7 +310,8 @@ def test_band_structure_energy_is_tr_ph_plus_the_correction_without_e_nuc():
     ``E_nuc + 1/2 Tr[P (H_core - H)]``."""
     torch.manual_seed(1)
     model = PhiSNetModel(ModelConfig(channels=(8, 4, 4, 2, 2), num_layers=1,
-                                     exact_overlap=True,
+                                     exact_overlap=True, exact_core_hamiltonian=False,
+                                     baseline="none",
                                      matrices=("hamiltonian", "core_hamiltonian"))).double()
     band = reconfigured(model, energy_model="band_structure")
     z = torch.tensor([8, 1, 1])

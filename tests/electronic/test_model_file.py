@@ -8,12 +8,14 @@ import pytest
 import torch
 from ase.build import molecule
 from ase.units import Bohr
+from model_settings import PREDICTED_MATRICES
 
 from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.core.errors import ModelFileError
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 from ase_phisnet.electronic.model_file import (
     MODEL_FORMAT,
+    UNRECORDED_FIELDS,
     load_model,
     load_model_file,
     read_metadata,
@@ -26,8 +28,10 @@ SMALL = {"channels": (8, 4, 4, 2, 2), "num_layers": 1, "num_radial": 6, "radial_
 
 def make_model(tracegrad=False, dtype=torch.float64):
     torch.manual_seed(0)
+    # TraceGrad's block-norm targets are of the full H: no baseline under it
+    baseline = {"baseline": "none"} if tracegrad else {}
     model = PhiSNetModel(ModelConfig(basis="def2-svp", elements=("H", "O"), tracegrad=tracegrad,
-                                     **SMALL)).to(dtype)
+                                     **SMALL, **baseline)).to(dtype)
     with torch.no_grad():  # non-default values, so that a lost tensor shows
         model.remainder.element_energy_eh.copy_(torch.tensor([-0.5, -75.0]))
         model.heads["hamiltonian"].onsite_offset.normal_()
@@ -84,6 +88,24 @@ def test_version_1_files_are_mapped_onto_version_2(tmp_path):
     (tmp_path / "old.pt.json").write_text(json.dumps(
         {"format": MODEL_FORMAT, "format_version": 1, "config": model.config.to_dict()}))
     assert_same_state(load_model(path), model)
+
+
+def test_fields_a_file_does_not_record_take_their_values_of_that_time(tmp_path):
+    """A file written before a config field existed meant that field's value of the time (S and
+    H_core predicted, no baseline), not today's default: the shipped potentials are such
+    files."""
+    path = tmp_path / "model.pt"
+    model = PhiSNetModel(ModelConfig(basis="def2-svp", elements=("H", "O"), **SMALL,
+                                     **PREDICTED_MATRICES))
+    save_model(model, path)
+    meta = json.loads((tmp_path / "model.pt.json").read_text())
+    for name in UNRECORDED_FIELDS:
+        del meta["config"][name]
+    (tmp_path / "model.pt.json").write_text(json.dumps(meta))
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert set(loaded.heads) == {"hamiltonian", "overlap", "core_hamiltonian"}
+    assert ModelConfig().baseline == "core_sap"  # what the fields mean today
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from model_settings import PREDICTED_MATRICES
 
 from ase_phisnet.electronic.model import ModelConfig
 from ase_phisnet.training.config import TrainConfig
@@ -38,8 +39,10 @@ def test_every_shipped_training_config_is_valid(path):
     fields (those of fine-tunes are applied by init_from, fresh ones build a model)."""
     config = TrainConfig.from_yaml(path)
     base = {"elements": ["H", "C", "O"]}
-    if config.model.get("exact_overlap"):  # a fine-tune that drops the S head
-        base["matrices"] = ["hamiltonian", "core_hamiltonian"]
+    if config.init_from:  # fine-tunes of the older models: S and H_core predicted, no baseline
+        base.update(PREDICTED_MATRICES)
+        if config.model.get("exact_overlap"):  # a fine-tune that drops the S head
+            base["matrices"] = ["hamiltonian", "core_hamiltonian"]
     ModelConfig.from_dict({**base, **config.model})
 
 

@@ -112,7 +112,8 @@ def test_training_starts_on_a_file_still_being_generated(water_file, tmp_path, c
 def test_tracegrad_training_step_runs(water_file, tmp_path):
     config = TrainConfig.from_dict({
         "dataset": str(water_file), "output_dir": str(tmp_path / "tg"),
-        "split": {"n_train": 4, "n_validation": 2}, "model": {**TINY_MODEL, "tracegrad": True},
+        "split": {"n_train": 4, "n_validation": 2}, "model": {**TINY_MODEL, "tracegrad": True,
+                                                            "baseline": "none"},
         "optim": {"max_epochs": 2, "batch_size": 2},
         "loss": {"orbital_energies": 0.1, "tracegrad": 0.1},
     })
@@ -243,7 +244,8 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
     only predicted matrix, so only the dipole gradient moves H. The evaluation reports the
     dipole MAE of the predicted density."""
     values = tiny_config(water_file, tmp_path / "run", max_epochs=15).to_dict()
-    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"], "exact_overlap": True}
+    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"], "exact_overlap": True,
+                       "exact_core_hamiltonian": False, "baseline": "none"}
     values["loss"] = {"hamiltonian": 0.0, "tracegrad": 0.0, "dipole": 1.0}
     result = train(TrainConfig.from_dict(values), progress=False)
     assert result.history[-1]["train_dipole"] < 0.5 * result.history[0]["train_dipole"]
@@ -253,7 +255,8 @@ def test_dipole_loss_trains_the_density(water_file, tmp_path):
     assert np.isfinite(metrics.dipole_mae_debye) and metrics.dipole_mae_debye > 0
     assert "dipole MAE" in metrics.table()
 
-    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"]}  # no S at all
+    values["model"] = {**TINY_MODEL, "matrices": ["hamiltonian"],  # no S at all
+                       "exact_overlap": False, "exact_core_hamiltonian": False, "baseline": "none"}
     values["output_dir"] = str(tmp_path / "no_overlap")
     with pytest.raises(ValueError, match=r"need a model that predicts H and S"):
         train(TrainConfig.from_dict(values), progress=False)
@@ -265,16 +268,16 @@ def test_core_baseline_model_trains_on_the_residual(water_file, tmp_path):
     import dataclasses
 
     from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
-    from ase_phisnet.training.data import load_matrix_data
+    from ase_phisnet.training.data import load_matrix_data, with_exact_matrices
     from ase_phisnet.training.loop import fit_onsite_offsets
 
-    data = load_matrix_data(HamiltonianDataset(water_file), range(4), ["hamiltonian", "overlap"])
+    data = load_matrix_data(HamiltonianDataset(water_file), range(4), ["hamiltonian"])
     settings = {"basis": "sto-3g", "elements": ("H", "O"), "channels": (8, 4, 4)}
     based = PhiSNetModel(ModelConfig(**settings, baseline="core")).double()
-    plain = PhiSNetModel(ModelConfig(**settings)).double()
-    fit_onsite_offsets(based, data)
-    residual = data.matrices["hamiltonian"] - based.baseline_hamiltonian(
-        data.atomic_numbers, data.positions_bohr)
+    plain = PhiSNetModel(ModelConfig(**settings, baseline="none")).double()
+    fit_onsite_offsets(based, with_exact_matrices(data, based))
+    residual = data.matrices["hamiltonian"] - based.exact_matrices(
+        data.atomic_numbers, data.positions_bohr)["core_hamiltonian"]
     fit_onsite_offsets(plain, dataclasses.replace(
         data, matrices={**data.matrices, "hamiltonian": residual}))
     # the same fit on the same residual blocks, computed the other way round
