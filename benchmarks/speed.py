@@ -76,11 +76,16 @@ def alkane(n_carbons: int) -> Atoms:
     return Atoms(symbols, positions=positions)
 
 
-def molecules(quick: bool) -> dict[str, Atoms]:
+def molecules(quick: bool, only: list[str] | None = None) -> dict[str, Atoms]:
     names = {"water": molecule("H2O"), "ethanol": molecule("CH3CH2OH")}
     if not quick:
         names.update({"benzene": molecule("C6H6"), "octane": alkane(8),
                       "hexadecane": alkane(16)})
+    if only:
+        unknown = set(only) - set(names)
+        if unknown:
+            raise SystemExit(f"--molecules: unknown {sorted(unknown)}; choose from {list(names)}")
+        names = {name: names[name] for name in only}
     return names
 
 
@@ -214,6 +219,7 @@ def main(argv=None):
                         help="skip PySCF above this atom count (reported as skipped)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: water and ethanol, 3 repeats, PySCF for water only")
+    parser.add_argument("--molecules", nargs="+", help="a subset of the molecules, by label")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -239,7 +245,7 @@ def main(argv=None):
                      "parameters": sum(p.numel() for p in model.parameters())},
         "molecules": {},
     }
-    for label, atoms in molecules(args.quick).items():
+    for label, atoms in molecules(args.quick, args.molecules).items():
         entry = {"formula": atoms.get_chemical_formula(), "n_atoms": len(atoms)}
         for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
             model.to(dtype)

@@ -203,14 +203,15 @@ def exact_matrix(integrals: ExactIntegrals, positions_bohr: torch.Tensor,
     return _Exact.apply(positions_bohr, integrals, twice_differentiable)
 
 
-def one_integral_thread():
-    """A context in which PySCF's integral code runs on one OpenMP thread.
+def integral_threads():
+    """A context in which PySCF's integral code runs on as many OpenMP threads as torch.
 
-    The one-electron integrals of a small molecule take ~1 ms; with PySCF's default thread
-    pool on a 2-core machine that also runs torch, the same call took ~20 ms of thread
-    start-up and contention. Threads pay off for batches of large molecules, not here.
+    PySCF's own default (every core, or ``OMP_NUM_THREADS``) oversubscribes a machine whose
+    torch is limited to fewer threads, as in training with one thread per job: there a 1 ms
+    integral call took ~20 ms. On an idle 2-core machine two threads halve the SAP integrals
+    of ethanol (23 -> 13 ms with their gradient).
     """
-    return lib.with_omp_threads(1)
+    return lib.with_omp_threads(torch.get_num_threads())
 
 
 def _batched(positions: torch.Tensor, compute, *weights: torch.Tensor) -> torch.Tensor:
@@ -219,7 +220,7 @@ def _batched(positions: torch.Tensor, compute, *weights: torch.Tensor) -> torch.
     batch = positions.shape[:-2]
     flat = positions.detach().reshape(-1, *positions.shape[-2:]).cpu().numpy()
     flat_weights = [w.detach().reshape(-1, *w.shape[len(batch):]).cpu().numpy() for w in weights]
-    with one_integral_thread():
+    with integral_threads():
         values = np.stack([compute(p, *w) for p, *w in zip(flat, *flat_weights)])
     return torch.as_tensor(values, dtype=positions.dtype, device=positions.device).reshape(
         *batch, *values.shape[1:])
@@ -261,7 +262,7 @@ class _ExactPullback(torch.autograd.Function):
             grad_grad = integrals.push(upstream, first)
         if ctx.needs_input_grad[1]:
             if ctx.curvature is None:
-                with one_integral_thread():
+                with integral_threads():
                     ctx.curvature = integrals.curvature(grad_matrix.detach(),
                                                         positions.detach())
             grad_positions = integrals.second_pull(ctx.curvature, upstream.detach())

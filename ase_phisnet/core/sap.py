@@ -40,12 +40,19 @@ shell of atom A at R_A). Autograd sees V_SAP through :func:`exact_sap` (the plum
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import torch
 
 from ase_phisnet.core.errors import UnsupportedElementError
 from ase_phisnet.core.integrals import PerAtomDerivatives, exact_matrix
 from ase_phisnet.core.molecule import build_molecule
+
+#: PySCF's Gaussian-charge fits of the atomic potentials: ``sapgrasplarge`` (PySCF's default
+#: for its SAP guess; 5 Gaussians for H, 11 for C, N, O) and ``sapgraspsmall`` (3 and 6).
+SAPBasisName = Literal["sapgrasplarge", "sapgraspsmall"]
+SAP_BASES: tuple[str, ...] = get_args(SAPBasisName)
 
 
 def load_sap_basis(sap_basis: str, symbol: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from ase_phisnet.electronic.model import (
     ModelConfig,
     PhiSNetModel,
     energy_and_forces,
+    hessian,
     predict_energy,
     reconfigured,
     with_exact_overlap,
@@ -130,9 +131,9 @@ def test_tracegrad_forces_are_minus_the_energy_gradient():
     torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
 
 
-def _pyscf_baseline(baseline, numbers, positions_bohr):
-    """PySCF's own ``get_hcore()`` (plus ``make_sap`` with the RHF object's ``sap_basis`` for
-    ``core_sap``) at one geometry, Eh."""
+def _pyscf_baseline(baseline, numbers, positions_bohr, sap_basis="sapgrasplarge"):
+    """PySCF's own ``get_hcore()`` (plus ``make_sap`` with the Gaussian charges of
+    ``sap_basis`` for ``core_sap``) at one geometry, Eh."""
     from pyscf import scf
     from pyscf.scf.hf import make_sap
 
@@ -141,27 +142,51 @@ def _pyscf_baseline(baseline, numbers, positions_bohr):
     mean_field = scf.RHF(build_molecule(numbers, positions_bohr, "def2-svp"))
     matrix = mean_field.get_hcore()
     if baseline == "core_sap":
-        sap_basis = {s: load_sap_basis(mean_field.sap_basis, s) for s in ("H", "O")}
-        matrix = matrix + make_sap(mean_field.mol, sap_basis)
+        charges = {s: load_sap_basis(sap_basis, s) for s in ("H", "O")}
+        matrix = matrix + make_sap(mean_field.mol, charges)
     return torch.as_tensor(matrix)
 
 
-@pytest.mark.parametrize("baseline", ["core", "core_sap"])
-def test_baseline_adds_pyscf_matrices_with_exact_forces(baseline):
+@pytest.mark.parametrize("baseline,sap_basis", [("core", "sapgrasplarge"),
+                                                ("core_sap", "sapgrasplarge"),
+                                                ("core_sap", "sapgraspsmall")])
+def test_baseline_adds_pyscf_matrices_with_exact_forces(baseline, sap_basis):
     """``baseline="core"``: H is the network's head plus PySCF's ``get_hcore()`` at the same
     geometry; ``"core_sap"``: plus PySCF's superposition of atomic potentials (1e-10 Eh,
     integral precision). The forces stay -dE/dR (fourth-order central differences at 1e-3
     Bohr; measured ~1e-10 Eh/Bohr, the tolerance leaves 100x)."""
-    model = make_model(**{**CASES["core_baseline"], "baseline": baseline})
+    model = make_model(**{**CASES["core_baseline"], "baseline": baseline,
+                          "sap_basis": sap_basis})
     z, positions = water_bohr(seed=2)
     outputs = model(z, positions)
     network_h = model.network(z, positions)["hamiltonian"]
     torch.testing.assert_close(outputs["hamiltonian"] - network_h,
-                               _pyscf_baseline(baseline, z.numpy(), positions.numpy()),
+                               _pyscf_baseline(baseline, z.numpy(), positions.numpy(), sap_basis),
                                rtol=0, atol=1e-10)
     _, forces = energy_and_forces(model, z, positions)
     numerical, _ = central_difference_forces(energy_of(model, z), positions, 1e-3)
     torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
+
+
+def test_default_model_hessian_matches_finite_differences_of_its_forces():
+    """The default model (H over the exact H_core + V_SAP, S and H_core exact): the analytic
+    Hessian (double backward through the network, the eigensolver and the three integrals'
+    second derivatives) against fourth-order central differences of the analytic forces at
+    1e-3 Bohr (truncation ~1e-10 Eh/Bohr²; a missing second-derivative term of any integral
+    costs > 1e-3)."""
+    model = make_model()
+    z, positions = water_bohr(seed=4)
+    analytic = hessian(model, z, positions)
+    step, rows = 1e-3, []
+    for k in range(positions.numel()):
+        def forces_at(shift, k=k):
+            moved = positions.clone().reshape(-1)
+            moved[k] += shift
+            return energy_and_forces(model, z, moved.reshape(positions.shape))[1].reshape(-1)
+        rows.append(-(-forces_at(2 * step) + 8 * forces_at(step) - 8 * forces_at(-step)
+                      + forces_at(-2 * step)) / (12 * step))
+    numerical = torch.stack(rows)
+    torch.testing.assert_close(analytic, 0.5 * (numerical + numerical.T), rtol=0, atol=1e-6)
 
 
 def test_float32_network_forces_are_minus_the_gradient_of_its_own_energy():
@@ -214,6 +239,8 @@ def test_config_validates():
         ModelConfig(pair_repulsion="lj")
     with pytest.raises(ValueError, match="baseline must be one of"):
         ModelConfig(baseline="sap_only")
+    with pytest.raises(ValueError, match="sap_basis must be one of"):
+        ModelConfig(sap_basis="sapgraspmedium")
     with pytest.raises(ValueError, match="energy_hidden must be positive"):
         ModelConfig(energy_hidden=0)
     with pytest.raises(ValueError, match="leave 'overlap' out"):
