@@ -8,19 +8,25 @@ on the config's recorded test split and on every record of ``--heldout`` (geomet
 with another seed and never trained on). Evaluation time is not counted. Each variant writes
 ``OUT/<config stem>.json``; ``--plot`` draws every JSON of a folder into one PNG.
 
-Reproduce (water; data commands in the configs' first comments; the three variants of
-``benchmarks/learning_curves/`` ran together on two cores, one thread each; CPU time, not wall
-time, is what the curves count):
+Reproduce (data commands in the configs' first comments; CPU time, not wall time, is what the
+curves count, so variants may share the cores):
 
     ase-phisnet generate --molecule H2O --n 200 --xc pbe --basis def2-svp --temperature 500 \\
         --workers 2 --seed 1 --out data/water_pbe_def2svp_500k_seed1.h5
-    python benchmarks/learning_curves.py benchmarks/learning_curves/water_default.yaml \\
-        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
-    python benchmarks/learning_curves.py benchmarks/learning_curves/water_core_baseline.yaml \\
-        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
-    python benchmarks/learning_curves.py benchmarks/learning_curves/water_core_sap_baseline.yaml \\
-        --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 &
-    wait; python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
+    ase-phisnet generate --molecule CH3CH2OH --n 100 --xc pbe --basis def2-svp \\
+        --temperature 500 --workers 2 --seed 1 --out data/ethanol_pbe_def2svp_500k_seed1.h5
+    for variant in previous_default core_baseline core_sap_baseline default default_small \\
+                   default_sapgraspsmall; do
+        python benchmarks/learning_curves.py benchmarks/learning_curves/water_$variant.yaml \\
+            --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30
+    done
+    for variant in previous_default default default_orbital_energies; do
+        python benchmarks/learning_curves.py benchmarks/learning_curves/ethanol_$variant.yaml \\
+            --heldout data/ethanol_pbe_def2svp_500k_seed1.h5 --budget-minutes 120
+    done
+    python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
+
+``--extend`` continues the curves in ``--out`` to a larger ``--budget-minutes``.
 """
 
 from __future__ import annotations
@@ -99,30 +105,36 @@ def learning_curve(config_path: str, heldout_path: str, budget_minutes: float,
 
 
 def plot(folder: str) -> str:
-    """One PNG of every curve in ``folder``: H and occupied-ε MAE against CPU-minutes, test
-    split solid, held-out set dashed (log scale)."""
+    """One PNG of every curve in ``folder``: for each molecule (the JSON name's first word) a
+    row with H and occupied-ε MAE against CPU-minutes, test split solid, held-out set dashed
+    (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")  # a script, not a library: no display here
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    runs = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-        run = json.load(open(path))
-        label = os.path.splitext(os.path.basename(path))[0]
-        minutes = [p["cpu_minutes"] for p in run["points"]]
-        for axis, key in zip(axes, ("hamiltonian_mae_ueh", "occupied_energy_mae_ueh")):
-            line, = axis.plot(minutes, [p["test"][key] for p in run["points"]], "-o", ms=3,
-                              label=f"{label} (test split)")
-            axis.plot(minutes, [p["heldout"][key] for p in run["points"]], "--",
-                      color=line.get_color(), label=f"{label} (held-out 500 K)")
-    for axis, title in zip(axes, ("H MAE (µEh)", "occupied orbital-energy MAE (µEh)")):
-        axis.set(xlabel="CPU-minutes of training (1 thread)", ylabel=title, yscale="log")
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        with open(path) as handle:
+            runs.setdefault(stem.split("_")[0], {})[stem] = json.load(handle)
+    figure, axes = plt.subplots(len(runs), 2, figsize=(12, 4.4 * len(runs)), squeeze=False)
+    for row, (molecule, curves) in zip(axes, sorted(runs.items(), reverse=True)):
+        for label, run in curves.items():
+            minutes = [p["cpu_minutes"] for p in run["points"]]
+            for axis, key in zip(row, ("hamiltonian_mae_ueh", "occupied_energy_mae_ueh")):
+                line, = axis.plot(minutes, [p["test"][key] for p in run["points"]], "-o", ms=3,
+                                  label=f"{label} (test split)")
+                axis.plot(minutes, [p["heldout"][key] for p in run["points"]], "--",
+                          color=line.get_color(), label=f"{label} (held-out 500 K)")
+        for axis, title in zip(row, ("H MAE (µEh)", "occupied orbital-energy MAE (µEh)")):
+            axis.set(xlabel="CPU-minutes of training (1 thread)", ylabel=title, yscale="log",
+                     title=molecule)
+            axis.grid(alpha=0.3)
+        row[0].legend(fontsize=7)
     figure.tight_layout()
     out = os.path.join(folder, "learning_curves.png")
-    figure.savefig(out, dpi=120)
+    figure.savefig(out, dpi=110)
     return out
 
 
