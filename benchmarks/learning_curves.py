@@ -20,13 +20,15 @@ curves count, so variants may share the cores):
         python benchmarks/learning_curves.py benchmarks/learning_curves/water_$variant.yaml \\
             --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30
     done
-    for variant in previous_default default default_orbital_energies; do
+    for variant in previous_default default default_small default_orbital_energies; do
         python benchmarks/learning_curves.py benchmarks/learning_curves/ethanol_$variant.yaml \\
             --heldout data/ethanol_pbe_def2svp_500k_seed1.h5 --budget-minutes 120
     done
     python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
 
-``--extend`` continues the curves in ``--out`` to a larger ``--budget-minutes``.
+``--extend`` continues the curves in ``--out`` to a larger ``--budget-minutes`` from the
+checkpoints in ``runs/``. The committed ethanol curves stop short of the 120-minute budget (5 to
+48 CPU-minutes; docs/benchmarks.md gives the last point of each).
 """
 
 from __future__ import annotations
