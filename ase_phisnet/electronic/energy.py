@@ -27,6 +27,11 @@ repulsion, double counting, exchange-correlation) that the atomwise term learns.
 stationary in ``P`` (first order: ``Tr[P dH]``, the orbital energies' own errors), so it forgives
 matrix errors that ``"phisnet"`` amplifies; it needs no core H.
 
+``"none"``: no electronic term; the electronic structure enters the energy only through the
+invariant features of a ``"message_passing"`` remainder
+(:mod:`ase_phisnet.electronic.features`), so matrix errors become feature noise that the
+remainder can learn to discount instead of an energy error it must cancel.
+
 With ``pair_repulsion="zbl"`` the atomwise term carries a fixed short-range screened nuclear
 repulsion as well (:mod:`ase_phisnet.electronic.priors`): the wall where atoms come closer than a
 bond, which the band-structure model does not have of its own.
@@ -46,12 +51,13 @@ import torch
 from ase_phisnet.core.molecule import check_closed_shell
 from ase_phisnet.electronic.eigensolver import ClosedShellSolution, solve_closed_shell
 
-EnergyModelName = Literal["phisnet", "band_structure"]
+EnergyModelName = Literal["phisnet", "band_structure", "none"]
 ENERGY_MODELS: tuple[str, ...] = get_args(EnergyModelName)
 #: The matrices each energy model needs.
 ENERGY_MODEL_MATRICES: dict[str, tuple[str, ...]] = {
     "phisnet": ("hamiltonian", "overlap", "core_hamiltonian"),
     "band_structure": ("hamiltonian", "overlap"),
+    "none": ("hamiltonian", "overlap"),
 }
 
 
@@ -111,6 +117,8 @@ def electronic_energy_eh(energy_model: str, solution: ClosedShellSolution,
     """The electronic term of ``energy_model`` (module docstring), ``([B,])`` Eh."""
     if energy_model == "band_structure":
         return band_structure_energy_eh(solution, matrices["hamiltonian"])
+    if energy_model == "none":
+        return positions_bohr.new_zeros(positions_bohr.shape[:-2])
     if energy_model == "phisnet":
         return (nuclear_repulsion_eh(atomic_numbers, positions_bohr)
                 + band_energy_eh(solution, matrices["hamiltonian"], matrices["core_hamiltonian"]))

@@ -14,8 +14,10 @@ of a geometry is composed:
 - ``E_el``: the electronic term of the chosen energy model
   (:data:`~ase_phisnet.electronic.energy.EnergyModelName`), a function of the solution of
   ``H C = S C eps`` (:mod:`ase_phisnet.electronic.energy`);
-- ``E_rem``: the learned remainder (:mod:`ase_phisnet.electronic.remainder`) of the network's
-  invariant atom features;
+- ``E_rem``: the learned remainder (:mod:`ase_phisnet.electronic.remainder`): a small MLP of the
+  network's invariant atom features, or a message-passing network of its own on the geometry
+  and the electronic structure's invariant atom features
+  (:mod:`ase_phisnet.electronic.features`), added after the eigensolver;
 - ``E_prior``: a fixed pair repulsion (:mod:`ase_phisnet.electronic.priors`), or none.
 
 Forces are ``-dE/dR`` by autograd (:func:`energy_and_forces`), Hessians by double backward
@@ -36,6 +38,7 @@ from ase_phisnet.core._dataclasses import from_dict_checked
 from ase_phisnet.core.core_hamiltonian import CoreHamiltonianIntegrals, exact_core_hamiltonian
 from ase_phisnet.core.integrals import OverlapIntegrals, exact_overlap
 from ase_phisnet.core.sap import SAP_BASES, SAPBasisName, SAPIntegrals, exact_sap
+from ase_phisnet.electronic.eigensolver import ClosedShellSolution
 from ase_phisnet.electronic.energy import (
     ENERGY_MODEL_MATRICES,
     EnergyModelName,
@@ -43,6 +46,11 @@ from ase_phisnet.electronic.energy import (
     check_energy_model,
     energy_from_outputs,
     n_occupied_orbitals,
+)
+from ase_phisnet.electronic.features import (
+    NUM_ELECTRONIC_FEATURES,
+    ao_atom_shell_index,
+    electronic_atom_features,
 )
 from ase_phisnet.electronic.priors import PAIR_REPULSIONS, PairRepulsionName, pair_repulsion_eh
 from ase_phisnet.electronic.remainder import REMAINDERS, RemainderName, build_remainder
@@ -83,10 +91,19 @@ class ModelConfig(NetworkConfig):
         sap_basis: The Gaussian-charge fit of ``V_SAP`` (:data:`~ase_phisnet.core.sap.SAP_BASES`);
             the smaller fit makes its gradient ~1.5x cheaper.
         energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
-            ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H), or
-            ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S).
-        remainder: The learned remainder (:mod:`ase_phisnet.electronic.remainder`).
-        energy_hidden: Hidden width of the remainder.
+            ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H),
+            ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S), or
+            ``"none"`` (the electronic structure enters through ``electronic_features``).
+        remainder: The learned remainder (:mod:`ase_phisnet.electronic.remainder`):
+            ``"atomwise"``, a small MLP of the matrix network's atom features, or
+            ``"message_passing"``, a many-body network of its own (PaiNN), trained with the
+            matrices frozen (``ase-phisnet train-energy``).
+        energy_hidden: Hidden width of the atomwise remainder.
+        electronic_features: Feed the message-passing remainder each atom's shell populations
+            and band-energy shares (:mod:`ase_phisnet.electronic.features`); without them and
+            with ``energy_model="none"`` the energy is a plain MLIP of the geometry.
+        remainder_channels, remainder_layers, remainder_radial, remainder_cutoff_bohr: Of the
+            message-passing remainder's :class:`~ase_phisnet.nn.painn.PaiNN`.
         pair_repulsion: ``"zbl"`` adds a fixed short-range screened nuclear repulsion
             (:mod:`ase_phisnet.electronic.priors`): a wall where atoms come closer than a bond,
             which the data do not reach; ``"none"`` adds nothing.
@@ -100,6 +117,11 @@ class ModelConfig(NetworkConfig):
     energy_model: EnergyModelName = "phisnet"
     remainder: RemainderName = "atomwise"
     energy_hidden: int = 32
+    electronic_features: bool = True
+    remainder_channels: int = 64
+    remainder_layers: int = 3
+    remainder_radial: int = 16
+    remainder_cutoff_bohr: float = 9.0
     pair_repulsion: PairRepulsionName = "none"
 
     def __post_init__(self):
@@ -125,6 +147,13 @@ class ModelConfig(NetworkConfig):
                              f"{self.pair_repulsion!r}")
         if self.energy_hidden < 1:
             raise ValueError(f"energy_hidden must be positive, got {self.energy_hidden}")
+        if self.energy_model == "none" and self.remainder != "message_passing":
+            raise ValueError("energy_model 'none' leaves the energy to the remainder: it needs "
+                             "remainder 'message_passing'")
+        if min(self.remainder_channels, self.remainder_layers, self.remainder_radial) < 1 \
+                or self.remainder_cutoff_bohr <= 0:
+            raise ValueError("remainder_channels, remainder_layers and remainder_radial must be "
+                             "positive, and remainder_cutoff_bohr > 0")
 
     @property
     def network(self) -> NetworkConfig:
@@ -150,6 +179,13 @@ class ModelConfig(NetworkConfig):
         return frozenset(ENERGY_MODEL_MATRICES[self.energy_model])
 
     @property
+    def uses_electronic_structure(self) -> bool:
+        """Whether the energy needs the solution of ``H C = S C eps`` (an electronic term or
+        electronic features); a plain-MLIP remainder does not."""
+        return self.energy_model != "none" or (self.remainder == "message_passing"
+                                               and self.electronic_features)
+
+    @property
     def predicts_energy(self) -> bool:
         """Whether the model outputs every matrix its energy model needs."""
         return self.energy_matrices <= self.output_matrices
@@ -173,8 +209,12 @@ class PhiSNetModel(nn.Module):
         super().__init__()
         self.config = config
         self.network = PhiSNet(config.network)
-        self.remainder = build_remainder(config.remainder, len(self.network.atomic_numbers),
-                                         self.network.num_scalar_features, config.energy_hidden)
+        self.remainder = build_remainder(
+            config.remainder, len(self.network.atomic_numbers),
+            atom_features=self.network.num_scalar_features, hidden=config.energy_hidden,
+            electronic_features=NUM_ELECTRONIC_FEATURES if config.electronic_features else 0,
+            channels=config.remainder_channels, num_layers=config.remainder_layers,
+            num_radial=config.remainder_radial, cutoff_bohr=config.remainder_cutoff_bohr)
         self._integrals = {}  # (atomic numbers, kind) -> PySCF integrals of that molecule
 
     # The network's vocabulary, for training and evaluation.
@@ -229,7 +269,10 @@ class PhiSNetModel(nn.Module):
         outputs = self.network(atomic_numbers, positions_bohr.to(network_dtype),
                                return_invariants)
         species = self.species(atomic_numbers)
-        energy = self.remainder(species, outputs["atom_scalars"])
+        if self.config.remainder == "atomwise":
+            energy = self.remainder(species, outputs["atom_scalars"])
+        else:  # added after the eigensolver, by remainder_energy (predict_energy)
+            energy = outputs["atom_scalars"].new_zeros(positions_bohr.shape[:-2])
         if network_dtype != positions_bohr.dtype:
             outputs = {k: v.to(positions_bohr.dtype) for k, v in outputs.items()}
             energy = energy.to(positions_bohr.dtype)
@@ -253,6 +296,26 @@ class PhiSNetModel(nn.Module):
                                                 distances)
         outputs["remainder_energy_eh"] = energy
         return outputs
+
+    def electronic_features(self, atomic_numbers: torch.Tensor, solution: ClosedShellSolution,
+                            overlap: torch.Tensor) -> torch.Tensor:
+        """``([B,] A, NUM_ELECTRONIC_FEATURES)``: each atom's shell populations and band-energy
+        shares (:func:`~ase_phisnet.electronic.features.electronic_atom_features`)."""
+        key = tuple(atomic_numbers.tolist())
+        if (key, "ao_index") not in self._integrals:
+            self._integrals[key, "ao_index"] = ao_atom_shell_index(self.layout, key)
+        return electronic_atom_features(solution, overlap, self._integrals[key, "ao_index"],
+                                        len(key))
+
+    def remainder_energy(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
+                         features: torch.Tensor | None) -> torch.Tensor:
+        """``([B,])`` Eh: the message-passing remainder at ``positions_bohr`` with the
+        electronic ``features`` (``None`` without ``electronic_features``), in the positions'
+        dtype."""
+        dtype = self.remainder.element_energy_eh.dtype
+        energy = self.remainder(self.species(atomic_numbers), positions_bohr.to(dtype),
+                                None if features is None else features.to(dtype))
+        return energy.to(positions_bohr.dtype)
 
     def exact_matrices(self, atomic_numbers: torch.Tensor, positions_bohr: torch.Tensor,
                        twice_differentiable: bool = True) -> dict[str, torch.Tensor]:
@@ -302,8 +365,15 @@ def predict_energy(model: PhiSNetModel, atomic_numbers: torch.Tensor,
     """
     n_occupied = n_occupied_orbitals(atomic_numbers, charge)
     outputs = model(atomic_numbers, positions_bohr)
-    return energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
-                               derivative_order, model.config.energy_model)
+    prediction = energy_from_outputs(outputs, atomic_numbers, positions_bohr, n_occupied,
+                                     derivative_order, model.config.energy_model)
+    if model.config.remainder == "message_passing":
+        features = (model.electronic_features(atomic_numbers, prediction.solution,
+                                              outputs["overlap"])
+                    if model.config.electronic_features else None)
+        prediction.energy_eh = prediction.energy_eh + model.remainder_energy(
+            atomic_numbers, positions_bohr, features)
+    return prediction
 
 
 def energy_and_forces(model: PhiSNetModel, atomic_numbers: torch.Tensor,

@@ -1,15 +1,30 @@
 r"""The learned remainder of the energy: what the electronic term misses of the total energy.
 
-Atomic units (Eh). A remainder maps the matrix network's invariant atom features to an energy
-per geometry, ``(B, A, F) -> (B,)``. :class:`AtomwiseRemainder` is
+Atomic units (Eh, Bohr). A remainder is chosen by name (``ModelConfig.remainder``):
+
+``"atomwise"`` (:class:`AtomwiseRemainder`): the matrix network's invariant atom features
+``s_i`` through a small MLP,
 
 .. math::
 
-    E_{rem} = \sum_i \big(e_{Z_i} + \phi(s_i)\big)
+    E_{rem} = \sum_i \big(e_{Z_i} + \phi(s_i)\big);
 
-with ``e_Z`` an element constant and ``phi`` a small MLP of atom ``i``'s invariant features
-``s_i``. A remainder is chosen by name (``ModelConfig.remainder``); a stronger one (message
-passing of its own) is a new class here and a new entry of :data:`REMAINDERS`.
+it shares the matrix network, so training the energy through it moves the matrices.
+
+``"message_passing"`` (:class:`MessagePassingRemainder`): a many-body network of its own
+(:class:`~ase_phisnet.nn.painn.PaiNN`) on the geometry and, optionally, the electronic
+structure's invariant atom features ``x_i``
+(:func:`~ase_phisnet.electronic.features.electronic_atom_features`),
+
+.. math::
+
+    E_{rem} = \sum_i \big(e_{Z_i} + \sigma_E\, \mathrm{PaiNN}_i(Z, R, \tilde x)\big),
+    \qquad \tilde x_{i,k} = (x_{i,k} - \mu_{Z_i,k}) / \sigma_{Z_i,k}
+
+with the features standardized per element and the output in units of the training energies'
+spread ``sigma_E``; ``mu``, ``sigma`` and ``sigma_E`` are set from the training data
+(:meth:`MessagePassingRemainder.set_statistics`) and saved with the weights. It is an MLIP of
+its own, so the matrices can stay frozen while it learns the energy.
 """
 
 from __future__ import annotations
@@ -19,7 +34,9 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-RemainderName = Literal["atomwise"]
+from ase_phisnet.nn.painn import PaiNN
+
+RemainderName = Literal["atomwise", "message_passing"]
 REMAINDERS: tuple[str, ...] = get_args(RemainderName)
 
 
@@ -42,8 +59,68 @@ class AtomwiseRemainder(nn.Module):
         return (self.mlp(atom_scalars).squeeze(-1) + self.element_energy_eh[species]).sum(-1)
 
 
-def build_remainder(name: str, num_elements: int, num_features: int, hidden: int) -> nn.Module:
-    """The remainder called ``name`` (one of :data:`REMAINDERS`)."""
+class MessagePassingRemainder(nn.Module):
+    """``E = sum_i [e_Z(i) + sigma_E PaiNN_i]`` in Eh (module docstring).
+
+    Args:
+        num_elements: Element constants and embeddings, indexed by the network's species index.
+        num_features: Width of the electronic input features (0: the geometry alone, a plain
+            MLIP).
+        channels, num_layers, num_radial, cutoff_bohr: Of the :class:`PaiNN`.
+    """
+
+    def __init__(self, num_elements: int, num_features: int, channels: int, num_layers: int,
+                 num_radial: int, cutoff_bohr: float):
+        super().__init__()
+        self.num_features = num_features
+        self.painn = PaiNN(num_elements, num_features, channels, num_layers, num_radial,
+                           cutoff_bohr)
+        self.element_energy_eh = nn.Parameter(torch.zeros(num_elements))
+        self.register_buffer("feature_mean", torch.zeros(num_elements, num_features))
+        self.register_buffer("feature_std", torch.ones(num_elements, num_features))
+        self.register_buffer("energy_scale_eh", torch.ones(()))
+
+    @torch.no_grad()
+    def set_statistics(self, species: torch.Tensor, features: torch.Tensor | None,
+                       energy_scale_eh: float) -> None:
+        """Per-element mean and spread of ``features ((N, A, X), this molecule's training
+        geometries)`` and the output scale ``energy_scale_eh``."""
+        if energy_scale_eh <= 0:
+            raise ValueError(f"energy_scale_eh must be positive, got {energy_scale_eh}")
+        self.energy_scale_eh.fill_(float(energy_scale_eh))
+        if not self.num_features:
+            return
+        for element in species.unique():
+            values = features[:, species == element].reshape(-1, self.num_features)
+            self.feature_mean[element] = values.mean(0).to(self.feature_mean.dtype)
+            # A feature constant for an element (a shell it lacks) keeps unit spread.
+            spread = values.std(0) if values.shape[0] > 1 else torch.zeros_like(values[0])
+            self.feature_std[element] = torch.where(spread > 1e-8, spread,
+                                                    torch.ones_like(spread)).to(
+                                                        self.feature_std.dtype)
+
+    def forward(self, species: torch.Tensor, positions_bohr: torch.Tensor,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """``species (A,)`` long, ``positions_bohr ([B,] A, 3)``, ``features ([B,] A, X)``
+        (required when ``num_features > 0``); returns ``([B,])`` Eh."""
+        if self.num_features:
+            if features is None or features.shape[-1] != self.num_features:
+                raise ValueError(f"this remainder needs ({self.num_features},) electronic "
+                                 "features per atom")
+            features = (features - self.feature_mean[species]) / self.feature_std[species]
+        per_atom = self.painn(species, positions_bohr, features)
+        return (self.energy_scale_eh * per_atom + self.element_energy_eh[species]).sum(-1)
+
+
+def build_remainder(name: str, num_elements: int, *, atom_features: int, hidden: int,
+                    electronic_features: int, channels: int, num_layers: int, num_radial: int,
+                    cutoff_bohr: float) -> nn.Module:
+    """The remainder called ``name`` (one of :data:`REMAINDERS`). ``atom_features`` and
+    ``hidden`` are the atomwise remainder's (the matrix network's feature width, MLP width);
+    the rest the message-passing remainder's (:class:`MessagePassingRemainder`)."""
     if name == "atomwise":
-        return AtomwiseRemainder(num_elements, num_features, hidden)
+        return AtomwiseRemainder(num_elements, atom_features, hidden)
+    if name == "message_passing":
+        return MessagePassingRemainder(num_elements, electronic_features, channels, num_layers,
+                                       num_radial, cutoff_bohr)
     raise ValueError(f"remainder must be one of {REMAINDERS}, got {name!r}")

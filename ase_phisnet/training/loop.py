@@ -125,8 +125,17 @@ class TrainResult:
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train (or resume training) as ``config`` says; returns where the best model is."""
+    """Train (or resume training) as ``config`` says; returns where the best model is.
+
+    A config whose ``model.remainder`` is ``message_passing`` trains that remainder on energies
+    and forces with the matrices of ``init_from`` frozen
+    (:func:`~ase_phisnet.training.energy_stage.train_energy`)."""
     from tqdm.auto import tqdm
+
+    if config.model.get("remainder") == "message_passing":
+        from ase_phisnet.training.energy_stage import train_energy
+
+        return train_energy(config, progress)
 
     rank, world = _distributed()
     os.makedirs(config.output_dir, exist_ok=True)

@@ -1,0 +1,328 @@
+r"""Energy training with frozen matrices: a message-passing remainder on cached electronic terms.
+
+Atomic units (Eh, Bohr). A model with ``remainder: message_passing`` composes
+
+.. math::
+
+    E(R) = \underbrace{E_{el}(R) + E_{prior}(R)}_{\text{fixed: } E_0(R)}
+           + E_{rem}\big(R, x(R)\big)
+
+where the matrix network is taken from a trained model (``init_from``) and never changes,
+so the electronic term ``E_el``, the prior and the electronic atom features ``x(R)``
+(:mod:`ase_phisnet.electronic.features`) are fixed functions of the geometry. They are computed
+once per training geometry together with their position derivatives (:func:`cache_electronic`:
+``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``), and training needs no
+eigensolver in the loop. The forces of the composed energy are exactly
+
+.. math::
+
+    F = F_0 - \partial_R E_{rem} - (\partial_x E_{rem}) \cdot J
+
+so the remainder trains on energies and forces at the cost of a plain MLIP, and the matrices
+stay what matrix training made them: PBE's H, not one bent to fit energies.
+
+The loss is ``w_E <((E - E_ref) / sigma_E)^2> + w_F <((F - F_ref) / sigma_F)^2>`` with the
+spreads of the training residuals ``E_ref - E_0`` and ``F_ref - F_0`` (so both terms are
+dimensionless); AdamW, ReduceLROnPlateau, an EMA of the weights (validated and saved), early
+stopping, a wall-clock budget and a checkpoint after every epoch that resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from ase.units import Bohr
+
+from ase_phisnet.core.domain import TrainingDomain
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
+from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
+from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training.data import load_matrix_data, matching_dataset, split_of
+
+logger = logging.getLogger(__name__)
+CACHE = "electronic_cache.pt"
+
+
+@dataclasses.dataclass
+class CachedElectronic:
+    """The fixed part of the energy at a set of geometries of one molecule (Eh, Bohr)."""
+
+    energy_eh: torch.Tensor  # (N,) E_0: electronic term + prior
+    forces_eh_per_bohr: torch.Tensor  # (N, A, 3) F_0 = -dE_0/dR
+    features: torch.Tensor | None  # (N, A, X) electronic atom features
+    jacobian: torch.Tensor | None  # (N, A, X, A, 3) dx/dR
+
+    def subset(self, index) -> CachedElectronic:
+        return CachedElectronic(*(None if t is None else t[index]
+                                  for t in dataclasses.astuple(self)))
+
+
+def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
+                     positions_bohr: torch.Tensor, progress: bool = False) -> CachedElectronic:
+    """``E_0``, ``F_0``, ``x`` and ``dx/dR`` (module docstring) of ``model``'s frozen part at
+    each geometry of ``positions_bohr`` ``(N, A, 3)``, in float64."""
+    from tqdm.auto import tqdm
+
+    model = model.double()
+    config = model.config
+    n_geometries, n_atoms = positions_bohr.shape[:2]
+    energies = torch.zeros(n_geometries, dtype=torch.float64)
+    forces = torch.zeros(n_geometries, n_atoms, 3, dtype=torch.float64)
+    if not config.uses_electronic_structure and config.pair_repulsion == "none":
+        return CachedElectronic(energies, forces, None, None)
+    n_occupied = n_occupied_orbitals(atomic_numbers, 0)
+    features, jacobians = [], []
+    for n in tqdm(range(n_geometries), disable=not progress, desc="electronic terms",
+                  unit="geometry"):
+        positions = positions_bohr[n].to(torch.float64).detach().requires_grad_(True)
+        with torch.enable_grad():
+            outputs = model(atomic_numbers, positions, twice_differentiable=False)
+            if config.uses_electronic_structure:
+                prediction = energy_from_outputs(outputs, atomic_numbers, positions, n_occupied,
+                                                 derivative_order=1,
+                                                 energy_model=config.energy_model)
+                energy = prediction.energy_eh
+            else:
+                energy = outputs["remainder_energy_eh"]  # the prior alone
+            (gradient,) = torch.autograd.grad(energy, positions, retain_graph=True)
+            energies[n], forces[n] = energy.detach(), -gradient
+            if config.electronic_features:
+                x = model.electronic_features(atomic_numbers, prediction.solution,
+                                              outputs["overlap"])
+                rows = [torch.autograd.grad(value, positions, retain_graph=True)[0]
+                        for value in x.reshape(-1)]
+                features.append(x.detach())
+                jacobians.append(torch.stack(rows).reshape(x.shape + (n_atoms, 3)))
+    return CachedElectronic(energies, forces,
+                            torch.stack(features) if features else None,
+                            torch.stack(jacobians) if jacobians else None)
+
+
+def predicted_energy_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
+                            cached: CachedElectronic, create_graph: bool):
+    """``(E (B,), F (B, A, 3))`` of the composed model from the cache (module docstring)."""
+    positions = positions_bohr.detach().requires_grad_(True)
+    inputs = [positions]
+    features = None
+    if cached.features is not None:
+        features = cached.features.to(positions.dtype).detach().requires_grad_(True)
+        inputs.append(features)
+    with torch.enable_grad():
+        remainder = model.remainder(model.species(atomic_numbers), positions, features)
+        gradients = torch.autograd.grad(remainder.sum(), inputs, create_graph=create_graph)
+    forces = cached.forces_eh_per_bohr.to(positions.dtype) - gradients[0]
+    if features is not None:
+        forces = forces - torch.einsum("bax,baxcd->bcd", gradients[1],
+                                       cached.jacobian.to(positions.dtype))
+    return cached.energy_eh.to(positions.dtype) + remainder, forces
+
+
+def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSNetModel:
+    """The model to train: the matrices of ``init_from`` with a fresh message-passing
+    remainder (``config.model`` says its settings); or, for a plain MLIP (energy_model
+    ``none`` without electronic features), a fresh model whose matrices are never used."""
+    if config.init_from:
+        matrices = load_model(config.init_from)
+        values = {**matrices.config.to_dict(), **config.model}
+    else:
+        from ase.data import chemical_symbols
+
+        numbers = sorted(set(dataset[0].atomic_numbers.tolist()))
+        values = {"basis": dataset.metadata.theory.basis,
+                  "elements": [chemical_symbols[z] for z in numbers], **config.model}
+        matrices = None
+    model_config = ModelConfig.from_dict(values)
+    if model_config.remainder != "message_passing":
+        raise ValueError("energy training with frozen matrices needs model.remainder: "
+                         "message_passing")
+    if model_config.uses_electronic_structure and matrices is None:
+        raise ValueError("an electronic term or electronic features need trained matrices: set "
+                         "init_from to a model trained on matrices")
+    model = PhiSNetModel(model_config).double()
+    if matrices is not None:
+        network = {k: v for k, v in matrices.state_dict().items() if k.startswith("network.")}
+        model.load_state_dict(network, strict=False)
+    for parameter in model.network.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _load_part(dataset, indices):
+    data = load_matrix_data(dataset, indices, [])
+    return data.atomic_numbers, data.positions_bohr, data.energy_eh, data.forces_eh_per_bohr
+
+
+def train_energy(config: TrainConfig, progress: bool = True):
+    """Train the message-passing remainder of ``config`` on energies and forces with the
+    matrices frozen (module docstring); resumes from ``output_dir``'s checkpoint."""
+    from tqdm.auto import tqdm
+
+    from ase_phisnet.training.loop import (
+        BEST_MODEL,
+        CHECKPOINT,
+        TrainResult,
+        _attach_log_file,
+        _training_metadata,
+        plot_learning_curve,
+    )
+
+    if config.loss.energy <= 0 and config.loss.forces <= 0:
+        raise ValueError("energy training needs loss.energy or loss.forces > 0")
+    os.makedirs(config.output_dir, exist_ok=True)
+    _attach_log_file(os.path.join(config.output_dir, "train.log"))
+    torch.manual_seed(config.seed)
+    opt = config.optim
+    dataset = HamiltonianDataset(config.dataset)
+    split = split_of(dataset, config.split)
+    model = _model_for_energy(config, dataset)
+    parts = {"train": [_load_part(dataset, split.train)],
+             "validation": [_load_part(dataset, split.validation)]}
+    extra_splits = []
+    for extra in config.extra_data:
+        extra_dataset = matching_dataset(extra.dataset, dataset)
+        extra_split = split_of(extra_dataset, extra.split)
+        parts["train"] += [_load_part(extra_dataset, extra_split.train)] * extra.repeat
+        parts["validation"].append(_load_part(extra_dataset, extra_split.validation))
+        extra_splits.append((extra, extra_dataset, extra_split))
+        extra_dataset.close()
+    dataset.close()
+    z = parts["train"][0][0]
+    data = {name: [torch.cat([p[k] for p in part]) for k in range(1, 4)]
+            for name, part in parts.items()}
+
+    cache_path = os.path.join(config.output_dir, CACHE)
+    if os.path.exists(cache_path):
+        stored = torch.load(cache_path, weights_only=True)
+        cache = {name: CachedElectronic(*stored[name]) for name in data}
+    else:
+        cache = {name: cache_electronic(model, z, data[name][0], progress) for name in data}
+        torch.save({name: dataclasses.astuple(c) for name, c in cache.items()}, cache_path)
+    dtype = getattr(torch, opt.dtype)
+
+    train_positions, train_energy, train_forces = data["train"]
+    residual_energy = train_energy - cache["train"].energy_eh
+    residual_forces = train_forces - cache["train"].forces_eh_per_bohr
+    sigma_e = float(residual_energy.std()) or 1.0
+    sigma_f = float(residual_forces.pow(2).mean().sqrt()) or 1.0
+    species = model.species(z)
+    resuming = os.path.exists(os.path.join(config.output_dir, CHECKPOINT))
+    if not resuming:
+        model.remainder.set_statistics(species, cache["train"].features, sigma_f)
+        counts = np.bincount(species.numpy(), minlength=len(model.atomic_numbers)).astype(float)
+        constants, *_ = np.linalg.lstsq(np.tile(counts, (len(residual_energy), 1)),
+                                        residual_energy.numpy(), rcond=None)
+        with torch.no_grad():
+            model.remainder.element_energy_eh.copy_(torch.as_tensor(constants))
+    model.to(dtype)
+    logger.info("energy training, matrices frozen: %d training, %d validation geometries; "
+                "residual spreads %.3g mEh, %.3g mEh/Bohr", len(train_energy),
+                len(data["validation"][1]), 1e3 * sigma_e, 1e3 * sigma_f)
+
+    parameters = [p for p in model.remainder.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=opt.learning_rate,
+                                  weight_decay=opt.weight_decay,
+                                  amsgrad=opt.optimizer == "amsgrad")
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=opt.lr_decay_factor, patience=opt.lr_patience,
+        min_lr=opt.min_learning_rate)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opt.ema_decay),
+        use_buffers=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "stale_epochs": 0,
+             "history": [], "train_time_s": 0.0}
+    checkpoint_path = os.path.join(config.output_dir, CHECKPOINT)
+    if resuming:
+        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["generator"])
+        state = checkpoint["state"]
+        logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
+
+    def terms(energy, forces, energy_ref, forces_ref):
+        e = ((energy - energy_ref.to(dtype)) / sigma_e).pow(2).mean()
+        f = ((forces - forces_ref.to(dtype)) / sigma_f).pow(2).mean()
+        loss = config.loss.energy * e + config.loss.forces * f
+        return loss, float(e.detach()), float(f.detach())
+
+    def validation_metrics(module):
+        positions, energy_ref, forces_ref = data["validation"]
+        energy, forces = predicted_energy_forces(module, z, positions.to(dtype),
+                                                 cache["validation"], create_graph=False)
+        loss, _, _ = terms(energy.detach(), forces.detach(), energy_ref, forces_ref)
+        return float(loss), {
+            "energy_mae_meV": float((energy.detach().double() - energy_ref).abs().mean()) * 27211.386,
+            "forces_mae_meV_per_A": float((forces.detach().double() - forces_ref).abs().mean())
+            * 27211.386 / Bohr}
+
+    domain = TrainingDomain.from_geometries(z.numpy(), train_positions.numpy() * Bohr)
+    start = time.perf_counter()
+    bar = tqdm(total=opt.max_epochs, initial=state["epoch"], disable=not progress,
+               desc="train energy", unit="epoch")
+    stop_reason = "max_epochs"
+    if state["stale_epochs"] >= opt.early_stopping_patience:
+        stop_reason = "early stopping"
+    while state["epoch"] < opt.max_epochs and stop_reason != "early stopping":
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(train_energy), generator=generator)
+        sums = np.zeros(2)
+        for first in range(0, len(order), opt.batch_size):
+            index = order[first:first + opt.batch_size]
+            energy, forces = predicted_energy_forces(
+                model, z, train_positions[index].to(dtype), cache["train"].subset(index), True)
+            loss, e, f = terms(energy, forces, train_energy[index], train_forces[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, opt.grad_clip)
+            optimizer.step()
+            ema.update_parameters(model)
+            sums += (e, f)
+        validation, metrics = validation_metrics(ema.module)
+        scheduler.step(validation)
+        state["epoch"] += 1
+        state["train_time_s"] += time.perf_counter() - epoch_start
+        batches = math.ceil(len(order) / opt.batch_size)
+        record = {"epoch": state["epoch"], "validation_loss": validation,
+                  "learning_rate": optimizer.param_groups[0]["lr"],
+                  "train_energy": sums[0] / batches, "train_forces": sums[1] / batches,
+                  **{f"validation_{k}": v for k, v in metrics.items()}}
+        state["history"].append(record)
+        if validation < state["best_loss"]:
+            state.update(best_loss=validation, best_epoch=state["epoch"], stale_epochs=0)
+            save_model(ema.module, os.path.join(config.output_dir, BEST_MODEL),
+                       extra=_training_metadata(config, dataset, state, split, domain,
+                                                extra_splits))
+        else:
+            state["stale_epochs"] += 1
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(), "state": state},
+                   checkpoint_path + ".tmp")
+        os.replace(checkpoint_path + ".tmp", checkpoint_path)
+        logger.info("epoch %d: %s", state["epoch"], json.dumps(record))
+        bar.set_postfix(E=f"{metrics['energy_mae_meV']:.2f}",
+                        F=f"{metrics['forces_mae_meV_per_A']:.1f}")
+        bar.update(1)
+        if state["stale_epochs"] >= opt.early_stopping_patience:
+            stop_reason = "early stopping"
+        elif opt.max_time_minutes and time.perf_counter() - start > 60 * opt.max_time_minutes:
+            stop_reason = "time budget"
+            break
+    bar.close()
+    logger.info("stopped (%s) after %d epochs; best validation loss %.4g at epoch %d",
+                stop_reason, state["epoch"], state["best_loss"], state["best_epoch"])
+    plot_learning_curve(state["history"], os.path.join(config.output_dir, "learning_curve.png"))
+    return TrainResult(os.path.join(config.output_dir, BEST_MODEL), state["best_loss"],
+                       state["epoch"], state["train_time_s"], state["history"], stop_reason)

@@ -1,0 +1,93 @@
+"""Energy training with frozen matrices: the cached electronic terms give exactly the composed
+model's forces, the remainder learns while the matrices stay unchanged, runs resume, and the
+result is one model file whose calculator forces are -dE/dR."""
+
+import pytest
+import torch
+
+from ase_phisnet.data.dataset import HamiltonianDataset
+from ase_phisnet.electronic.model import energy_and_forces
+from ase_phisnet.electronic.model_file import load_model
+from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training.energy_stage import (
+    _model_for_energy,
+    cache_electronic,
+    predicted_energy_forces,
+)
+from ase_phisnet.training.loop import train
+
+REMAINDER = {"remainder": "message_passing", "energy_model": "band_structure",
+             "remainder_channels": 8, "remainder_layers": 2, "remainder_radial": 6}
+
+
+def energy_config(data, output_dir, init_from, **model):
+    return TrainConfig.from_dict({
+        "dataset": str(data), "output_dir": str(output_dir), "seed": 0, "init_from": init_from,
+        "split": {"n_train": 12, "n_validation": 4, "n_test": 0},
+        "model": {**REMAINDER, **model}, "loss": {"energy": 1.0, "forces": 1.0},
+        "optim": {"dtype": "float64", "batch_size": 4, "learning_rate": 3e-3,
+                  "max_epochs": 25, "ema_decay": 0.5}})
+
+
+@pytest.fixture(scope="module")
+def trained(small_potential, tmp_path_factory):
+    matrices, data = small_potential("H2O")
+    folder = tmp_path_factory.mktemp("energy_stage")
+    result = train(energy_config(data, folder / "run", matrices), progress=False)
+    return matrices, data, folder, result
+
+
+def test_cached_forces_are_the_composed_models_forces(small_potential):
+    """F = F_0 - dE_rem/dR - dE_rem/dx . dx/dR from the cache against autograd through the
+    whole model (network, eigensolver, features, remainder): two code paths, float64, agree
+    to rounding (measured ~1e-13 Eh/Bohr; forces ~0.1-1 Eh/Bohr)."""
+    matrices, data = small_potential("H2O")
+    dataset = HamiltonianDataset(data)
+    config = energy_config(data, "unused", matrices)
+    model = _model_for_energy(config, dataset)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.remainder.painn.parameters():
+            parameter.normal_(std=0.3)
+    records = [dataset[i] for i in range(3)]
+    z = torch.as_tensor(records[0].atomic_numbers)
+    positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
+    cached = cache_electronic(model, z, positions)
+    assert cached.jacobian.shape == (3, 3, 6, 3, 3)
+    energy, forces = predicted_energy_forces(model, z, positions, cached, create_graph=False)
+    prediction, reference_forces = energy_and_forces(model, z, positions)
+    torch.testing.assert_close(energy, prediction.energy_eh, rtol=0, atol=1e-10)
+    assert float(forces.abs().max()) > 1e-2  # the remainder and the features take part
+    torch.testing.assert_close(forces, reference_forces, rtol=0, atol=1e-9)
+
+
+def test_remainder_learns_with_the_matrices_frozen(trained):
+    matrices, _, folder, result = trained
+    history = result.history
+    assert history[-1]["validation_loss"] < 0.5 * history[0]["validation_loss"]
+    model = load_model(result.best_model_path)
+    frozen = load_model(matrices)
+    for name, value in frozen.state_dict().items():
+        if name.startswith("network."):
+            assert torch.equal(model.state_dict()[name], value.to(model.state_dict()[name].dtype))
+    assert model.config.remainder == "message_passing"
+    assert (folder / "run" / "electronic_cache.pt").exists()
+
+
+def test_resumed_run_continues_from_its_checkpoint(trained):
+    matrices, data, folder, result = trained
+    longer = energy_config(data, folder / "run", matrices)
+    longer = TrainConfig.from_dict({**longer.to_dict(), "optim": {
+        **longer.to_dict()["optim"], "max_epochs": 28}})
+    resumed = train(longer, progress=False)
+    assert resumed.epochs == 28 and resumed.history[:25] == result.history
+
+
+def test_plain_mlip_needs_no_matrices_and_features_need_them(small_potential, tmp_path):
+    _, data = small_potential("H2O")
+    plain = train(energy_config(data, tmp_path / "plain", None, energy_model="none",
+                                electronic_features=False), progress=False)
+    assert plain.history[-1]["validation_loss"] < plain.history[0]["validation_loss"]
+    with pytest.raises(ValueError, match="need trained matrices: set init_from"):
+        train(energy_config(data, tmp_path / "features", None, energy_model="none"),
+              progress=False)
