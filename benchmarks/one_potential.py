@@ -149,8 +149,8 @@ def electronic_term_noise(model, data, n_occupied) -> dict:
     terms = {
         "band_structure": ((predicted.density_matrix * out["hamiltonian"]).sum((-1, -2)),
                            (reference.density_matrix * h_ref).sum((-1, -2))),
-        "phisnet": (nuclear + 0.5 * (predicted.density_matrix
-                                     * (out["core_hamiltonian"] + out["hamiltonian"])).sum((-1, -2)),
+        "phisnet": (nuclear + 0.5 * (predicted.density_matrix * (
+                        out["core_hamiltonian"] + out["hamiltonian"])).sum((-1, -2)),
                     nuclear + 0.5 * (reference.density_matrix
                                      * (hcore_ref + h_ref)).sum((-1, -2))),
     }

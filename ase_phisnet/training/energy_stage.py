@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 import torch
-from ase.units import Bohr
+from ase.units import Bohr, Hartree
 
 from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.data.dataset import HamiltonianDataset
@@ -262,10 +262,10 @@ def train_energy(config: TrainConfig, progress: bool = True):
         energy, forces = predicted_energy_forces(module, z, positions.to(dtype),
                                                  cache["validation"], create_graph=False)
         loss, _, _ = terms(energy.detach(), forces.detach(), energy_ref, forces_ref)
-        return float(loss), {
-            "energy_mae_meV": float((energy.detach().double() - energy_ref).abs().mean()) * 27211.386,
-            "forces_mae_meV_per_A": float((forces.detach().double() - forces_ref).abs().mean())
-            * 27211.386 / Bohr}
+        energy_mae = float((energy.detach().double() - energy_ref).abs().mean())
+        forces_mae = float((forces.detach().double() - forces_ref).abs().mean())
+        return float(loss), {"energy_mae_meV": 1000 * Hartree * energy_mae,
+                             "forces_mae_meV_per_A": 1000 * Hartree / Bohr * forces_mae}
 
     domain = TrainingDomain.from_geometries(z.numpy(), train_positions.numpy() * Bohr)
     start = time.perf_counter()
