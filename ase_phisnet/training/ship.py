@@ -167,7 +167,31 @@ def _predicted_matrices(config) -> str:
              "core_hamiltonian": "core Hamiltonian"}
     names = [words[name] for name in config.matrices]
     text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return text + (" (overlap from PySCF's integrals)" if config.exact_overlap else "")
+    baseline = {"core": " as a correction to the exact core Hamiltonian",
+                "core_sap": " as a correction to the exact core Hamiltonian plus the "
+                            "superposition of atomic potentials"}.get(config.baseline, "")
+    exact = [name for flag, name in ((config.exact_overlap, "overlap"),
+                                     (config.exact_core_hamiltonian, "core Hamiltonian"))
+             if flag]
+    return text + baseline + (f" ({' and '.join(exact)} from PySCF's integrals)" if exact
+                              else "")
+
+
+def _energy_sentence(config) -> str:
+    """How the potential's energy is made, for the card's first paragraph."""
+    if not config.predicts_energy:
+        return "; no energies (it lacks matrices its energy model needs)."
+    if config.remainder != "message_passing":
+        return (f"; energy and forces follow from them through the {config.energy_model!r} "
+                "energy model (docs/energy_models.md).")
+    inputs = ("the geometry and each atom's shell populations and band-energy shares of the "
+              "predicted electronic structure" if config.electronic_features
+              else "the geometry")
+    term = ("" if config.energy_model == "none"
+            else f"the {config.energy_model!r} electronic term plus ")
+    return (f". Its energy is {term}a message-passing remainder (PaiNN) of {inputs}, trained "
+            "on energies and forces with the matrices frozen, so the matrices stay those of "
+            "matrix training (docs/energy_models.md).")
 
 
 def _data_lines(dataset, split, generate_command) -> list[str]:
@@ -207,10 +231,7 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         "",
         f"PhiSNet potential for {dataset.metadata.molecule}: predicts the "
         f"{theory.xc.upper()}/{theory.basis} {_predicted_matrices(model.config)}"
-        + (f"; energy and forces follow from them through the {model.config.energy_model!r} "
-           "energy model (docs/energy_models.md)."
-           if model.config.predicts_energy else "; no energies (it lacks matrices its energy "
-           "model needs)."),
+        + _energy_sentence(model.config),
         "",
         "## Model",
         f"- theory: PySCF RKS {theory.xc.upper()}, basis {theory.basis}, grid level "
@@ -220,6 +241,11 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         f"{'/'.join(map(str, model.config.channels))}, cutoff {model.config.cutoff_bohr} Bohr, "
         f"TraceGrad {'on' if model.config.tracegrad else 'off'}; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters (float32 weights)",
+        *([f"- energy remainder: PaiNN, {model.config.remainder_layers} layers, "
+           f"{model.config.remainder_channels} channels, cutoff "
+           f"{model.config.remainder_cutoff_bohr} Bohr; "
+           f"{sum(p.numel() for p in model.remainder.parameters()):,} of the parameters"]
+          if model.config.remainder == "message_passing" else []),
         *([f"- pair repulsion prior: {model.config.pair_repulsion.upper()} screened nuclear "
            "repulsion, switched off at the covalent radii sum (`ase_phisnet.electronic.priors`)"]
           if model.config.pair_repulsion != "none" else []),

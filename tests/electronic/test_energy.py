@@ -74,7 +74,7 @@ def test_occupied_orbitals_and_energy_model_names():
         n_occupied_orbitals([8, 1], 0)
     assert check_energy_model("band_structure") == "band_structure"
     with pytest.raises(ValueError, match=r"energy_model must be one of \('phisnet', "
-                                         r"'band_structure'\), got 'harris'"):
+                                         r"'band_structure', 'none'\), got 'harris'"):
         check_energy_model("harris")
 
 

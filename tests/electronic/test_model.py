@@ -286,6 +286,15 @@ def test_config_validates():
         ModelConfig(matrices=("hamiltonian", "core_hamiltonian"))
     with pytest.raises(ValueError, match="tracegrad with a baseline"):
         ModelConfig(tracegrad=True)
+    with pytest.raises(ValueError, match="energy_model 'none' .* needs remainder "
+                                         "'message_passing'"):
+        ModelConfig(energy_model="none")
+    with pytest.raises(ValueError, match="remainder_channels"):
+        ModelConfig(remainder="message_passing", remainder_layers=0)
+    plain = ModelConfig(remainder="message_passing", energy_model="none",
+                        electronic_features=False)
+    assert not plain.uses_electronic_structure
+    assert ModelConfig(remainder="message_passing", energy_model="none").uses_electronic_structure
     assert ModelConfig().predicts_energy  # S and H_core from the integrals
     predicted_s = {"matrices": ("hamiltonian", "overlap"), "exact_overlap": False,
                    "exact_core_hamiltonian": False}
