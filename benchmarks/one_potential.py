@@ -6,7 +6,7 @@ on), in one run:
 - the potential: frozen PBE-faithful matrices, energy from a message-passing remainder on the
   geometry and the electronic atom features (``configs/*_energy.yaml``);
 - the same remainder trained on energies and forces alone, no electronic input (a plain MLIP,
-  ``configs/*_mlip.yaml``), in the same CPU budget;
+  ``benchmarks/one_potential/water_mlip.yaml``), in the same CPU budget;
 - sGDML (``pip install -e ".[sgdml]"``) trained here on exactly the same training geometries,
   its kernel width chosen on the validation split.
 
@@ -26,10 +26,12 @@ Reproduce (water; ~1.5 CPU-hours in all):
         --workers 2 --seed 1 --out data/water_pbe_def2svp_500k_seed1.h5
     OMP_NUM_THREADS=1 ase-phisnet train configs/water_pbe_def2svp_matrices.yaml
     OMP_NUM_THREADS=1 ase-phisnet train configs/water_pbe_def2svp_energy.yaml
-    OMP_NUM_THREADS=1 ase-phisnet train configs/water_pbe_def2svp_mlip.yaml
+    OMP_NUM_THREADS=1 ase-phisnet train benchmarks/one_potential/water_mlip.yaml
+    OMP_NUM_THREADS=1 ase-phisnet train benchmarks/one_potential/water_band_structure.yaml
     OMP_NUM_THREADS=1 python benchmarks/one_potential.py \\
         --potential runs/water_pbe_def2svp_energy/best_model.pt \\
         --mlip runs/water_pbe_def2svp_mlip/best_model.pt \\
+        --variant band_structure=runs/water_pbe_def2svp_band_structure/best_model.pt \\
         --heldout data/water_pbe_def2svp_500k_seed1.h5 --out benchmarks/results/one_potential/water
 """
 
@@ -219,6 +221,8 @@ def main() -> None:
     parser.add_argument("--potential", required=True, help="the one-potential model file")
     parser.add_argument("--mlip", help="the plain-MLIP model file (same remainder, E/F only)")
     parser.add_argument("--heldout", required=True, help="held-out data file (another seed)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=MODEL",
+                        help="a further potential evaluated like --potential (repeatable)")
     parser.add_argument("--no-sgdml", action="store_true")
     parser.add_argument("--out", required=True, help="output stem: OUT.json and OUT.png")
     args = parser.parse_args()
@@ -252,6 +256,14 @@ def main() -> None:
     results["one_potential"] = entry
     results["electronic_term_noise_heldout"] = electronic_term_noise(potential, sets["heldout"],
                                                                      n_occupied)
+    for variant in args.variant:
+        name, _, path = variant.partition("=")
+        model, variant_meta = load_model_file(path)
+        model = model.double()
+        results[name] = {**model_entry(model, sets), "call_ms": potential_call_ms(model, z, one),
+                         "force_decomposition_heldout": force_decomposition(model,
+                                                                            sets["heldout"]),
+                         "train_cpu_minutes": variant_meta["training"]["train_time_s"] / 60}
     if args.mlip:
         mlip, mlip_meta = load_model_file(args.mlip)
         mlip = mlip.double()
@@ -273,11 +285,17 @@ def main() -> None:
     print(table(results))
 
 
+def model_names(results: dict) -> list[str]:
+    """The compared models of ``results``, the potential first."""
+    return [name for name, value in results.items()
+            if isinstance(value, dict) and "heldout" in value and "call_ms" in value]
+
+
 def table(results: dict) -> str:
     header = ("| model | E MAE test / held-out (meV) | F MAE test / held-out (meV/Å) | "
               "largest atom F error held-out (meV/Å) | call (ms) |")
     rows = [header, "|---|---|---|---|---|"]
-    for name in ("one_potential", "plain_mlip", "sgdml"):
+    for name in model_names(results):
         if name in results:
             r = results[name]
             rows.append(f"| {name} | {r['test']['energy_mae_mev']:.2f} / "
@@ -292,7 +310,7 @@ def table(results: dict) -> str:
 def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
-    names = [n for n in ("one_potential", "plain_mlip", "sgdml") if n in results]
+    names = model_names(results)
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for axis, key, label in ((axes[0], "energy_mae_mev", "energy MAE (meV)"),
                              (axes[1], "forces_mae_mev_per_ang", "force MAE (meV/Å)")):
