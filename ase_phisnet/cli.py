@@ -365,9 +365,8 @@ def _add_cube(subparsers) -> None:
         "chosen orbitals of a molecule, from a PhiSNet potential's density matrix and orbitals "
         "(PySCF's cubegen on the model's AO basis).")
     parser.add_argument("--molecule", default="H2O", help="ASE name or structure file")
-    parser.add_argument("--model", default="water-pbe-def2svp-orbitals",
-                        help="shipped potential name or model file (default: "
-                        "water-pbe-def2svp-orbitals, the one trained for matrices and orbitals)")
+    parser.add_argument("--model", default="water-pbe-def2svp",
+                        help="shipped potential name or model file (default: water-pbe-def2svp)")
     parser.add_argument("--orbital", nargs="*", default=["homo", "lumo"],
                         help="orbitals: homo, lumo, homo-K, lumo+K or a 0-based index "
                         "(default: homo lumo)")

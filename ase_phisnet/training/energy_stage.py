@@ -93,8 +93,10 @@ def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
                 energy = prediction.energy_eh
             else:
                 energy = outputs["remainder_energy_eh"]  # the prior alone
-            (gradient,) = torch.autograd.grad(energy, positions, retain_graph=True)
-            energies[n], forces[n] = energy.detach(), -gradient
+            energies[n] = energy.detach()
+            if energy.requires_grad:  # not for energy_model "none" without a prior
+                (gradient,) = torch.autograd.grad(energy, positions, retain_graph=True)
+                forces[n] = -gradient
             if config.electronic_features:
                 x = model.electronic_features(atomic_numbers, prediction.solution,
                                               outputs["overlap"])

@@ -18,8 +18,8 @@ from ase_phisnet.data.reference import Theory, compute_reference
 from ase_phisnet.interface.potentials import potential_path
 
 SHIPPED = list_potentials()
-MOLECULES = {"water-pbe-def2svp": "H2O", "water-pbe-def2svp-orbitals": "H2O",
-             "ethanol-pbe-def2svp": "CH3CH2OH", "ethanol-pbe-def2svp-orbitals": "CH3CH2OH"}
+MOLECULES = {"water-pbe-def2svp": "H2O", "ethanol-pbe-def2svp": "CH3CH2OH",
+             "ethanol-pbe-def2svp-orbitals": "CH3CH2OH"}
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

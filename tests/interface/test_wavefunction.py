@@ -1,5 +1,5 @@
 """The predicted wavefunction in PySCF: warm-started SCF and cube files, with the shipped
-``water-pbe-def2svp-orbitals`` potential (the one trained for matrices and orbitals)."""
+``water-pbe-def2svp`` potential (its matrices were trained on PBE's alone)."""
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ from ase_phisnet.interface.wavefunction import (
 def water():
     atoms = molecule("H2O")
     atoms.positions += np.random.default_rng(3).normal(scale=0.04, size=atoms.positions.shape)
-    atoms.calc = PhiSNetCalculator("water-pbe-def2svp-orbitals")
+    atoms.calc = PhiSNetCalculator("water-pbe-def2svp")
     return atoms
 
 

@@ -37,13 +37,14 @@ def trained(small_potential, tmp_path_factory):
     return matrices, data, folder, result
 
 
-def test_cached_forces_are_the_composed_models_forces(small_potential):
+@pytest.mark.parametrize("energy_model", ["band_structure", "none"])
+def test_cached_forces_are_the_composed_models_forces(small_potential, energy_model):
     """F = F_0 - dE_rem/dR - dE_rem/dx . dx/dR from the cache against autograd through the
     whole model (network, eigensolver, features, remainder): two code paths, float64, agree
     to rounding (measured ~1e-13 Eh/Bohr; forces ~0.1-1 Eh/Bohr)."""
     matrices, data = small_potential("H2O")
     dataset = HamiltonianDataset(data)
-    config = energy_config(data, "unused", matrices)
+    config = energy_config(data, "unused", matrices, energy_model=energy_model)
     model = _model_for_energy(config, dataset)
     torch.manual_seed(1)
     with torch.no_grad():
