@@ -6,7 +6,7 @@ from the 'minao' (PySCF's default), 'atom' and 'huckel' guesses and from the pot
 predicted density matrix; report SCF iterations, wall time (the warm start includes the model
 call) and the largest difference of the converged energies.
 
-    python benchmarks/warm_start.py --model water-pbe-def2svp-orbitals \\
+    python benchmarks/warm_start.py --model water-pbe-def2svp \\
         --data data/water_pbe_def2svp.h5 [--n 20] [--out benchmarks/results]
 
 Writes ``warm_start_<model>.json`` and ``warm_start_<model>.png``.
@@ -38,7 +38,7 @@ GUESSES = ("minao", "atom", "huckel")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="water-pbe-def2svp-orbitals")
+    parser.add_argument("--model", default="water-pbe-def2svp")
     parser.add_argument("--data", default="data/water_pbe_def2svp.h5")
     parser.add_argument("--n", type=int, default=20, help="test geometries")
     parser.add_argument("--out", default="benchmarks/results")

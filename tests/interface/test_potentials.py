@@ -104,3 +104,31 @@ def test_default_potential_by_chemical_formula():
                 default_potential(ethanol)
     with pytest.raises(ModelFileError, match="no shipped potential for CH4.*water-pbe-def2svp"):
         default_potential(molecule("CH4"))
+
+
+def test_shipped_water_forces_and_hessian_match_finite_differences():
+    """The shipped water potential (frozen matrices, PaiNN remainder on electronic features)
+    at a thermal geometry: forces against central differences of its energy, and the analytic
+    Hessian against central differences of its forces, both at 1e-4 Å in float64. Truncation
+    ~1e-8 of the values and rounding ~1e-15 / 1e-4 leave far less than the tolerances; a
+    missing path through the features (P, W, S) costs > 0.1 eV/Å or eV/Å²."""
+    atoms = molecule("H2O")
+    atoms.positions += np.random.default_rng(11).normal(scale=0.03, size=atoms.positions.shape)
+    calc = PhiSNetCalculator(model="water-pbe-def2svp")
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    hessian = calc.get_hessian(atoms)
+    step = 1e-4
+    numerical_forces, numerical_hessian = np.zeros(9), np.zeros((9, 9))
+    for k in range(9):
+        values = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.calc = calc
+            moved.positions.reshape(-1)[k] += sign * step
+            values.append((moved.get_potential_energy(), moved.get_forces().reshape(-1)))
+        numerical_forces[k] = -(values[0][0] - values[1][0]) / (2 * step)
+        numerical_hessian[k] = -(values[0][1] - values[1][1]) / (2 * step)
+    np.testing.assert_allclose(forces.reshape(-1), numerical_forces, atol=1e-4)  # eV/Å
+    np.testing.assert_allclose(hessian, 0.5 * (numerical_hessian + numerical_hessian.T),
+                               atol=5e-3)  # eV/Å²; diagonal elements ~50 eV/Å²

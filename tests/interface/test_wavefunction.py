@@ -58,8 +58,8 @@ def test_density_cube_matches_pyscf(water, converged, tmp_path):
     assert electrons == pytest.approx(10, rel=0.05)  # the grid's own quadrature error
     difference = np.abs(predicted - reference).sum() * voxel / electrons
     print(f"integrated |rho_pred - rho_PySCF| = {100 * difference:.2f} % of the electrons")
-    # Measured 0.28 % (13 % with water-pbe-def2svp, whose end-to-end energy training trades
-    # matrix accuracy for energies: its model card).
+    # Measured 0.06 % (0.28 % with the earlier orbitals-only water model at 172 µEh, 13 % with
+    # an end-to-end trained one whose energy training had bent its matrices).
     assert difference < 0.01
     assert (tmp_path / "p.cube").read_text().count("\n") > 1000
 
