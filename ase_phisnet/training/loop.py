@@ -151,6 +151,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)
     model = _build_model(config, dataset, dtype)
+    if model.config.remainder == "message_passing" and (config.loss.energy > 0
+                                                        or config.loss.forces > 0):
+        raise ValueError("the energy of a message-passing remainder trains with the matrices "
+                         "frozen: put remainder: message_passing under model in the config")
     _check_orbital_terms(config, model)
     names = list(model.config.matrices)
     dipoles = config.loss.dipole > 0

@@ -92,3 +92,14 @@ def test_plain_mlip_needs_no_matrices_and_features_need_them(small_potential, tm
     with pytest.raises(ValueError, match="need trained matrices: set init_from"):
         train(energy_config(data, tmp_path / "features", None, energy_model="none"),
               progress=False)
+
+
+def test_end_to_end_training_of_a_message_passing_model_is_refused(trained, tmp_path):
+    """Its energy lives after the eigensolver, where the end-to-end loss does not look."""
+    _, data, _, result = trained
+    config = TrainConfig.from_dict({
+        "dataset": str(data), "output_dir": str(tmp_path / "run"),
+        "init_from": result.best_model_path, "split": {"n_train": 12, "n_validation": 4},
+        "loss": {"energy": 1.0}, "optim": {"dtype": "float64", "max_epochs": 1}})
+    with pytest.raises(ValueError, match="put remainder: message_passing under model"):
+        train(config, progress=False)
