@@ -48,7 +48,12 @@ from ase.units import Bohr, Hartree
 
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.eigensolver import solve_closed_shell
-from ase_phisnet.electronic.energy import n_occupied_orbitals, nuclear_repulsion_eh
+from ase_phisnet.electronic.energy import (
+    band_energy_eh,
+    band_structure_energy_eh,
+    n_occupied_orbitals,
+    nuclear_repulsion_eh,
+)
 from ase_phisnet.electronic.model import predict_energies_forces
 from ase_phisnet.electronic.model_file import load_model_file
 from ase_phisnet.training.energy_stage import cache_electronic
@@ -149,12 +154,11 @@ def electronic_term_noise(model, data, n_occupied) -> dict:
     hcore_ref = torch.as_tensor(data["core_hamiltonian"])
     nuclear = nuclear_repulsion_eh(z, positions)
     terms = {
-        "band_structure": ((predicted.density_matrix * out["hamiltonian"]).sum((-1, -2)),
-                           (reference.density_matrix * h_ref).sum((-1, -2))),
-        "phisnet": (nuclear + 0.5 * (predicted.density_matrix * (
-                        out["core_hamiltonian"] + out["hamiltonian"])).sum((-1, -2)),
-                    nuclear + 0.5 * (reference.density_matrix
-                                     * (hcore_ref + h_ref)).sum((-1, -2))),
+        "band_structure": (band_structure_energy_eh(predicted, out["hamiltonian"]),
+                           band_structure_energy_eh(reference, h_ref)),
+        "phisnet": (nuclear + band_energy_eh(predicted, out["hamiltonian"],
+                                             out["core_hamiltonian"]),
+                    nuclear + band_energy_eh(reference, h_ref, hcore_ref)),
     }
     total_std = float(np.std(data["energy_eh"])) * MEV
     result = {"total_energy_std_mev": total_std}

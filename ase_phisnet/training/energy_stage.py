@@ -160,19 +160,21 @@ def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSN
 
 
 @torch.no_grad()
-def with_refitted_constants(model: PhiSNetModel, atomic_numbers, positions_bohr, energy_eh,
-                            cached: CachedElectronic, species) -> PhiSNetModel:
+def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy_eh,
+                            cached: CachedElectronic) -> PhiSNetModel:
     """A copy of ``model`` whose element constants are refitted by least squares (float64) to
-    the training energies ``energy_eh (N,)``: a constant offset leaves the forces unchanged, and
-    fitting it within the loss is slow (the optimizer moves each constant by about one
-    learning rate per step; measured: a 2 meV offset beside 1 meV/Å forces on water)."""
+    the training energies ``energy_eh (N,)`` (``species``: the model's species index of each
+    atom; ``positions_bohr`` and ``cached``: the same geometries). A constant offset leaves the
+    forces unchanged, and fitting it within the loss is slow (the optimizer moves each
+    constant by about one learning rate per step; measured: a 2 meV offset beside 1 meV/Å
+    forces on water)."""
     copy = deepcopy(model)
-    predicted = [predicted_energy_forces(copy, atomic_numbers, positions_bohr[first:first + 256]
-                                         .to(next(copy.parameters()).dtype),
-                                         cached.subset(slice(first, first + 256)),
-                                         create_graph=False)[0].detach()
-                 for first in range(0, len(energy_eh), 256)]
-    residual = (energy_eh - torch.cat(predicted).double()).numpy()
+    dtype = copy.remainder.element_energy_eh.dtype
+    features = None if cached.features is None else cached.features.to(dtype)
+    # energies only: no force graph is needed to fit a constant
+    predicted = cached.energy_eh + copy.remainder(species, positions_bohr.to(dtype),
+                                                  features).double()
+    residual = (energy_eh - predicted).numpy()
     counts = np.bincount(species.numpy(), minlength=len(copy.atomic_numbers)).astype(float)
     shift, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
     element_energy = copy.remainder.element_energy_eh
@@ -196,7 +198,10 @@ def train_energy(config: TrainConfig, progress: bool = True):
         CHECKPOINT,
         TrainResult,
         _attach_log_file,
+        _save_checkpoint,
         _training_metadata,
+        load_checkpoint,
+        new_optimization,
         plot_learning_curve,
     )
 
@@ -252,28 +257,13 @@ def train_energy(config: TrainConfig, progress: bool = True):
                 "residual spreads %.3g mEh, %.3g mEh/Bohr", len(train_energy),
                 len(data["validation"][1]), 1e3 * sigma_e, 1e3 * sigma_f)
 
-    parameters = [p for p in model.remainder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=opt.learning_rate,
-                                  weight_decay=opt.weight_decay,
-                                  amsgrad=opt.optimizer == "amsgrad")
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=opt.lr_decay_factor, patience=opt.lr_patience,
-        min_lr=opt.min_learning_rate)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opt.ema_decay),
-        use_buffers=True)
-    generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "stale_epochs": 0,
-             "history": [], "train_time_s": 0.0}
+    parameters = list(model.remainder.parameters())
+    optimizer, scheduler, ema, generator, state = new_optimization(model, parameters, opt,
+                                                                   config.seed)
     checkpoint_path = os.path.join(config.output_dir, CHECKPOINT)
     if resuming:
         checkpoint = torch.load(checkpoint_path, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        generator.set_state(checkpoint["generator"])
-        state = checkpoint["state"]
+        state = load_checkpoint(checkpoint, model, ema, optimizer, scheduler, generator)
         logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
 
     def terms(energy, forces, energy_ref, forces_ref):
@@ -314,8 +304,8 @@ def train_energy(config: TrainConfig, progress: bool = True):
             optimizer.step()
             ema.update_parameters(model)
             sums += (e, f)
-        averaged = with_refitted_constants(ema.module, z, train_positions, train_energy,
-                                           cache["train"], species)
+        averaged = with_refitted_constants(ema.module, species, train_positions, train_energy,
+                                           cache["train"])
         validation, metrics = validation_metrics(averaged)
         scheduler.step(validation)
         state["epoch"] += 1
@@ -333,11 +323,8 @@ def train_energy(config: TrainConfig, progress: bool = True):
                                                 extra_splits))
         else:
             state["stale_epochs"] += 1
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(), "state": state},
-                   checkpoint_path + ".tmp")
-        os.replace(checkpoint_path + ".tmp", checkpoint_path)
+        _save_checkpoint(checkpoint_path, config, model, ema, optimizer, scheduler, generator,
+                         state)
         logger.info("epoch %d: %s", state["epoch"], json.dumps(record))
         bar.set_postfix(E=f"{metrics['energy_mae_meV']:.2f}",
                         F=f"{metrics['forces_mae_meV_per_A']:.1f}")

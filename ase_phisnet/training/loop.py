@@ -194,29 +194,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_data, valid_data = train_data.to(device, dtype), valid_data.to(device, dtype)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=opt.learning_rate,
-                                  weight_decay=opt.weight_decay,
-                                  amsgrad=opt.optimizer == "amsgrad")
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=opt.lr_decay_factor, patience=opt.lr_patience,
-        min_lr=opt.min_learning_rate)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opt.ema_decay),
-        use_buffers=True)
-    generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "stale_epochs": 0,
-             "history": [], "train_time_s": 0.0}
+    optimizer, scheduler, ema, generator, state = new_optimization(model, parameters, opt,
+                                                                   config.seed)
     checkpoint_path = os.path.join(config.output_dir, CHECKPOINT)
     if os.path.exists(checkpoint_path):
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if checkpoint["config"] != config.to_dict():
             logger.warning("resuming with a changed config; the checkpoint's run continues")
-        model.load_state_dict(checkpoint["model"])
-        ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        generator.set_state(checkpoint["generator"])
-        state = checkpoint["state"]
+        state = load_checkpoint(checkpoint, model, ema, optimizer, scheduler, generator)
         logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
         if state.get("n_validation", len(valid_data)) != len(valid_data):
             # The data file grew (an over_plan split of a file still being generated): losses
@@ -300,6 +285,36 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         dist.destroy_process_group()
     return TrainResult(os.path.join(config.output_dir, BEST_MODEL), state["best_loss"],
                        state["epoch"], state["train_time_s"], state["history"], stop_reason)
+
+
+def new_optimization(model, parameters, opt, seed: int):
+    """``(optimizer, scheduler, ema, generator, state)`` of a fresh run: AdamW or AMSGrad over
+    ``parameters``, ReduceLROnPlateau, the EMA of ``model``, the batch-order RNG and the
+    training state (epoch, best loss, history, time), as ``opt`` (an ``OptimConfig``) says."""
+    optimizer = torch.optim.AdamW(parameters, lr=opt.learning_rate,
+                                  weight_decay=opt.weight_decay,
+                                  amsgrad=opt.optimizer == "amsgrad")
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=opt.lr_decay_factor, patience=opt.lr_patience,
+        min_lr=opt.min_learning_rate)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opt.ema_decay),
+        use_buffers=True)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "stale_epochs": 0,
+             "history": [], "train_time_s": 0.0}
+    return optimizer, scheduler, ema, generator, state
+
+
+def load_checkpoint(checkpoint: dict, model, ema, optimizer, scheduler, generator) -> dict:
+    """Restore what :func:`_save_checkpoint` wrote into the objects of
+    :func:`new_optimization`; returns the training state."""
+    model.load_state_dict(checkpoint["model"])
+    ema.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    generator.set_state(checkpoint["generator"])
+    return checkpoint["state"]
 
 
 def _build_model(config: TrainConfig, dataset: HamiltonianDataset, dtype) -> PhiSNetModel:

@@ -68,6 +68,21 @@ def water_bohr(seed=0):
     return torch.tensor(atoms.numbers), torch.tensor(positions / Bohr)
 
 
+def finite_difference_hessian(model, z, positions, step=1e-3):
+    """``(3A, 3A)`` Hessian from fourth-order central differences of the model's analytic
+    forces at ``step`` Bohr, symmetrized."""
+    rows = []
+    for k in range(positions.numel()):
+        def forces_at(shift, k=k):
+            moved = positions.clone().reshape(-1)
+            moved[k] += shift
+            return energy_and_forces(model, z, moved.reshape(positions.shape))[1].reshape(-1)
+        rows.append(-(-forces_at(2 * step) + 8 * forces_at(step) - 8 * forces_at(-step)
+                      + forces_at(-2 * step)) / (12 * step))
+    numerical = torch.stack(rows)
+    return 0.5 * (numerical + numerical.T)
+
+
 def central_difference_forces(energy, positions, step):
     """``-dE/dR`` by fourth-order central differences, and the energies it evaluated."""
     forces, evaluated = torch.zeros_like(positions), []
@@ -181,17 +196,8 @@ def test_default_model_hessian_matches_finite_differences_of_its_forces():
     costs > 1e-3)."""
     model = make_model()
     z, positions = water_bohr(seed=4)
-    analytic = hessian(model, z, positions)
-    step, rows = 1e-3, []
-    for k in range(positions.numel()):
-        def forces_at(shift, k=k):
-            moved = positions.clone().reshape(-1)
-            moved[k] += shift
-            return energy_and_forces(model, z, moved.reshape(positions.shape))[1].reshape(-1)
-        rows.append(-(-forces_at(2 * step) + 8 * forces_at(step) - 8 * forces_at(-step)
-                      + forces_at(-2 * step)) / (12 * step))
-    numerical = torch.stack(rows)
-    torch.testing.assert_close(analytic, 0.5 * (numerical + numerical.T), rtol=0, atol=1e-6)
+    torch.testing.assert_close(hessian(model, z, positions),
+                               finite_difference_hessian(model, z, positions), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("energy_model", ["band_structure", "none"])
@@ -213,17 +219,8 @@ def test_message_passing_remainder_forces_and_hessian_match_finite_differences(e
     _, forces = energy_and_forces(model, z, positions)
     numerical, _ = central_difference_forces(energy_of(model, z), positions, 1e-3)
     torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-8)
-    analytic = hessian(model, z, positions)
-    step, rows = 1e-3, []
-    for k in range(positions.numel()):
-        def forces_at(shift, k=k):
-            moved = positions.clone().reshape(-1)
-            moved[k] += shift
-            return energy_and_forces(model, z, moved.reshape(positions.shape))[1].reshape(-1)
-        rows.append(-(-forces_at(2 * step) + 8 * forces_at(step) - 8 * forces_at(-step)
-                      + forces_at(-2 * step)) / (12 * step))
-    numerical = torch.stack(rows)
-    torch.testing.assert_close(analytic, 0.5 * (numerical + numerical.T), rtol=0, atol=1e-6)
+    torch.testing.assert_close(hessian(model, z, positions),
+                               finite_difference_hessian(model, z, positions), rtol=0, atol=1e-6)
 
 
 def test_float32_network_forces_are_minus_the_gradient_of_its_own_energy():

@@ -91,7 +91,8 @@ def test_atoms_beyond_the_cutoff_do_not_interact():
     alone = painn(species, near)
     far_atom = torch.tensor([[0.0, 0, 0]], dtype=torch.float64) + 50.0
     together = painn(torch.tensor([0, 1, 1]), torch.cat([near, far_atom]))
-    torch.testing.assert_close(together[:2], alone, rtol=1e-14, atol=1e-14)
+    # the same sums with an extra zero term and other tensor shapes: float64 rounding only
+    torch.testing.assert_close(together[:2], alone, rtol=1e-12, atol=1e-12)
     radial = sine_radial_basis(torch.tensor([5.999, 6.0, 7.0], dtype=torch.float64), 4, 6.0)
     assert radial[1:].abs().max() == 0 and radial[0].abs().max() < 1e-6
 
