@@ -239,15 +239,19 @@ class _Exact(torch.autograd.Function):
         (positions,) = ctx.saved_tensors
         if not ctx.twice_differentiable:
             positions = positions.detach()  # the pullback is then constant in R
-        return _ExactPullback.apply(grad_matrix, positions, ctx.integrals), None, None
+        # dM/dR once per graph: a retained graph is pulled back again for each row of a
+        # Jacobian (the electronic features' dx/dR take one pullback per feature)
+        if getattr(ctx, "first", None) is None:
+            ctx.first = _batched(positions, ctx.integrals.first)
+        return _ExactPullback.apply(grad_matrix, positions, ctx.integrals, ctx.first), None, None
 
 
 class _ExactPullback(torch.autograd.Function):
-    """``g[A, x] = Σ_μν W_μν ∂M_μν/∂R_Ax`` for an upstream gradient W of M."""
+    """``g[A, x] = Σ_μν W_μν ∂M_μν/∂R_Ax`` for an upstream gradient W of M, from the first
+    derivatives ``first`` (``integrals.first`` at ``positions``)."""
 
     @staticmethod
-    def forward(ctx, grad_matrix, positions, integrals):
-        first = _batched(positions, integrals.first)
+    def forward(ctx, grad_matrix, positions, integrals, first):
         ctx.integrals = integrals
         ctx.curvature = None
         ctx.save_for_backward(grad_matrix, positions, first)
@@ -266,7 +270,7 @@ class _ExactPullback(torch.autograd.Function):
                     ctx.curvature = integrals.curvature(grad_matrix.detach(),
                                                         positions.detach())
             grad_positions = integrals.second_pull(ctx.curvature, upstream.detach())
-        return grad_grad, grad_positions, None
+        return grad_grad, grad_positions, None, None
 
 
 def position_integrals(atomic_numbers, positions_bohr, basis: str) -> np.ndarray:

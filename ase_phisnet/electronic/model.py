@@ -55,6 +55,7 @@ from ase_phisnet.electronic.features import (
 from ase_phisnet.electronic.priors import PAIR_REPULSIONS, PairRepulsionName, pair_repulsion_eh
 from ase_phisnet.electronic.remainder import REMAINDERS, RemainderName, build_remainder
 from ase_phisnet.nn.network import NetworkConfig, PhiSNet
+from ase_phisnet.nn.painn import DEFAULT_NORM_EPS
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
 
@@ -102,8 +103,10 @@ class ModelConfig(NetworkConfig):
         electronic_features: Feed the message-passing remainder each atom's shell populations
             and band-energy shares (:mod:`ase_phisnet.electronic.features`); without them and
             with ``energy_model="none"`` the energy is a plain MLIP of the geometry.
-        remainder_channels, remainder_layers, remainder_radial, remainder_cutoff_bohr: Of the
-            message-passing remainder's :class:`~ase_phisnet.nn.painn.PaiNN`.
+        remainder_channels, remainder_layers, remainder_radial, remainder_cutoff_bohr,
+        remainder_norm_eps: Of the message-passing remainder's
+            :class:`~ase_phisnet.nn.painn.PaiNN` (``remainder_norm_eps``: the ``eps`` of its
+            soft vector norm, which sets how smooth the energy's curvature is).
         pair_repulsion: ``"zbl"`` adds a fixed short-range screened nuclear repulsion
             (:mod:`ase_phisnet.electronic.priors`): a wall where atoms come closer than a bond,
             which the data do not reach; ``"none"`` adds nothing.
@@ -122,6 +125,7 @@ class ModelConfig(NetworkConfig):
     remainder_layers: int = 3
     remainder_radial: int = 16
     remainder_cutoff_bohr: float = 9.0
+    remainder_norm_eps: float = DEFAULT_NORM_EPS
     pair_repulsion: PairRepulsionName = "none"
 
     def __post_init__(self):
@@ -151,9 +155,9 @@ class ModelConfig(NetworkConfig):
             raise ValueError("energy_model 'none' leaves the energy to the remainder: it needs "
                              "remainder 'message_passing'")
         if min(self.remainder_channels, self.remainder_layers, self.remainder_radial) < 1 \
-                or self.remainder_cutoff_bohr <= 0:
+                or self.remainder_cutoff_bohr <= 0 or self.remainder_norm_eps <= 0:
             raise ValueError("remainder_channels, remainder_layers and remainder_radial must be "
-                             "positive, and remainder_cutoff_bohr > 0")
+                             "positive, and remainder_cutoff_bohr and remainder_norm_eps > 0")
 
     @property
     def network(self) -> NetworkConfig:
@@ -214,7 +218,8 @@ class PhiSNetModel(nn.Module):
             atom_features=self.network.num_scalar_features, hidden=config.energy_hidden,
             electronic_features=NUM_ELECTRONIC_FEATURES if config.electronic_features else 0,
             channels=config.remainder_channels, num_layers=config.remainder_layers,
-            num_radial=config.remainder_radial, cutoff_bohr=config.remainder_cutoff_bohr)
+            num_radial=config.remainder_radial, cutoff_bohr=config.remainder_cutoff_bohr,
+            norm_eps=config.remainder_norm_eps)
         self._integrals = {}  # (atomic numbers, kind) -> PySCF integrals of that molecule
 
     # The network's vocabulary, for training and evaluation.

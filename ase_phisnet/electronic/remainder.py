@@ -34,7 +34,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from ase_phisnet.nn.painn import PaiNN
+from ase_phisnet.nn.painn import DEFAULT_NORM_EPS, PaiNN
 
 RemainderName = Literal["atomwise", "message_passing"]
 REMAINDERS: tuple[str, ...] = get_args(RemainderName)
@@ -66,15 +66,15 @@ class MessagePassingRemainder(nn.Module):
         num_elements: Element constants and embeddings, indexed by the network's species index.
         num_features: Width of the electronic input features (0: the geometry alone, a plain
             MLIP).
-        channels, num_layers, num_radial, cutoff_bohr: Of the :class:`PaiNN`.
+        channels, num_layers, num_radial, cutoff_bohr, norm_eps: Of the :class:`PaiNN`.
     """
 
     def __init__(self, num_elements: int, num_features: int, channels: int, num_layers: int,
-                 num_radial: int, cutoff_bohr: float):
+                 num_radial: int, cutoff_bohr: float, norm_eps: float = DEFAULT_NORM_EPS):
         super().__init__()
         self.num_features = num_features
         self.painn = PaiNN(num_elements, num_features, channels, num_layers, num_radial,
-                           cutoff_bohr)
+                           cutoff_bohr, norm_eps)
         self.element_energy_eh = nn.Parameter(torch.zeros(num_elements))
         self.register_buffer("feature_mean", torch.zeros(num_elements, num_features))
         self.register_buffer("feature_std", torch.ones(num_elements, num_features))
@@ -114,7 +114,7 @@ class MessagePassingRemainder(nn.Module):
 
 def build_remainder(name: str, num_elements: int, *, atom_features: int, hidden: int,
                     electronic_features: int, channels: int, num_layers: int, num_radial: int,
-                    cutoff_bohr: float) -> nn.Module:
+                    cutoff_bohr: float, norm_eps: float = DEFAULT_NORM_EPS) -> nn.Module:
     """The remainder called ``name`` (one of :data:`REMAINDERS`). ``atom_features`` and
     ``hidden`` are the atomwise remainder's (the matrix network's feature width, MLP width);
     the rest the message-passing remainder's (:class:`MessagePassingRemainder`)."""
@@ -122,5 +122,5 @@ def build_remainder(name: str, num_elements: int, *, atom_features: int, hidden:
         return AtomwiseRemainder(num_elements, atom_features, hidden)
     if name == "message_passing":
         return MessagePassingRemainder(num_elements, electronic_features, channels, num_layers,
-                                       num_radial, cutoff_bohr)
+                                       num_radial, cutoff_bohr, norm_eps)
     raise ValueError(f"remainder must be one of {REMAINDERS}, got {name!r}")

@@ -135,7 +135,11 @@ def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSN
     ``none`` without electronic features), a fresh model whose matrices are never used."""
     if config.init_from:
         matrices = load_model(config.init_from)
-        values = {**matrices.config.to_dict(), **config.model}
+        # the remainder is new: its settings are config.model's or today's defaults, never
+        # those recorded in the matrices' file
+        values = {k: v for k, v in matrices.config.to_dict().items()
+                  if not k.startswith("remainder_")}
+        values.update(config.model)
     else:
         from ase.data import chemical_symbols
 
