@@ -106,21 +106,28 @@ def test_default_potential_by_chemical_formula():
         default_potential(molecule("CH4"))
 
 
-def test_shipped_water_forces_and_hessian_match_finite_differences():
-    """The shipped water potential (frozen matrices, PaiNN remainder on electronic features)
-    at a thermal geometry: forces against central differences of its energy, and the analytic
+def _remainder_of(name: str) -> str:
+    with open(potential_path(name) + ".json") as handle:
+        return json.load(handle)["config"].get("remainder", "atomwise")  # older files: atomwise
+
+
+@pytest.mark.parametrize("name", [e["name"] for e in SHIPPED
+                                  if _remainder_of(e["name"]) == "message_passing"])
+def test_shipped_forces_and_hessian_match_finite_differences(name):
+    """A shipped one-potential (frozen matrices, PaiNN remainder on electronic features) at a
+    thermal geometry: forces against central differences of its energy, and the analytic
     Hessian against central differences of its forces, both at 1e-4 Å in float64. Truncation
     ~1e-8 of the values and rounding ~1e-15 / 1e-4 leave far less than the tolerances; a
     missing path through the features (P, W, S) costs > 0.1 eV/Å or eV/Å²."""
-    atoms = molecule("H2O")
+    atoms = molecule(MOLECULES[name])
     atoms.positions += np.random.default_rng(11).normal(scale=0.03, size=atoms.positions.shape)
-    calc = PhiSNetCalculator(model="water-pbe-def2svp")
+    calc = PhiSNetCalculator(model=name)
     atoms.calc = calc
     forces = atoms.get_forces()
     hessian = calc.get_hessian(atoms)
-    step = 1e-4
-    numerical_forces, numerical_hessian = np.zeros(9), np.zeros((9, 9))
-    for k in range(9):
+    step, n = 1e-4, 3 * len(atoms)
+    numerical_forces, numerical_hessian = np.zeros(n), np.zeros((n, n))
+    for k in range(n):
         values = []
         for sign in (1, -1):
             moved = atoms.copy()
