@@ -97,8 +97,9 @@ def main(argv=None) -> dict:
     oxygen_indices = [atom.index for atom in atoms if atom.symbol == "O"]
     oxygen_charges = np.array([frame.get_charges()[oxygen_indices] for frame in frames])
     time_ps = log[:, 1] / 1000.0
-    domain = atoms.calc.training_domain
-    excursions = [domain.excursion_ang(frame.numbers, frame.positions) for frame in frames]
+    domain = atoms.calc.training_domain  # None for a model file that records none
+    excursions = ([domain.excursion_ang(frame.numbers, frame.positions) for frame in frames]
+                  if domain is not None else [(float("nan"), "")])
     worst = max(excursions, key=lambda item: item[0])
 
     results = {
@@ -107,10 +108,9 @@ def main(argv=None) -> dict:
         "temperature_k": mean_and_std(log[:, 5]),
         "potential_energy_ev": mean_and_std(log[:, 2]),
         "homo_lumo_gap_ev": mean_and_std(log[:, 6]),
-        "training_domain": {"frames": len(frames),
-                            "frames_outside": sum(excess > 0 for excess, _ in excursions),
-                            "largest_excursion_ang": worst[0],
-                            "largest_excursion_pair": worst[1]},
+        "training_domain": None if domain is None else {
+            "frames": len(frames), "frames_outside": sum(excess > 0 for excess, _ in excursions),
+            "largest_excursion_ang": worst[0], "largest_excursion_pair": worst[1]},
         "oxygen_mulliken_charge_e": {str(index): mean_and_std(oxygen_charges[:, column])
                                      for column, index in enumerate(oxygen_indices)},
     }
@@ -120,9 +120,10 @@ def main(argv=None) -> dict:
           f"{results['temperature_k']['std']:.1f} K; HOMO-LUMO gap "
           f"{results['homo_lumo_gap_ev']['mean']:.3f} +- {results['homo_lumo_gap_ev']['std']:.3f}"
           " eV")
-    print(f"frames outside the training data's pair-distance ranges: "
-          f"{results['training_domain']['frames_outside']} of {len(frames)}; largest "
-          f"excursion {worst[0]:.3f} Å ({worst[1] or 'none'})")
+    if domain is not None:
+        print(f"frames outside the training data's pair-distance ranges: "
+              f"{results['training_domain']['frames_outside']} of {len(frames)}; largest "
+              f"excursion {worst[0]:.3f} Å ({worst[1] or 'none'})")
     for index, charge in results["oxygen_mulliken_charge_e"].items():
         print(f"Mulliken charge of O (atom {index}): {charge['mean']:.3f} +- {charge['std']:.3f} e")
 

@@ -23,7 +23,7 @@ one invariant per atom from a perceptron of the final ``s_i``. Vectors only ever
 are invariant under rotations, reflections and translations and permuted with the atoms.
 
 All operations are smooth, so Hessians exist. The norm in ``psi`` is the soft norm
-``sqrt(|V v|^2 + eps)``: ``|x|`` itself has no second derivative at ``x = 0``, where every atom
+``sqrt(|V v|^2 + eps)``: ``|x|`` itself is not differentiable at ``x = 0``, where every atom
 starts, and a tiny ``eps`` (1e-8) makes it smooth in name only, since its curvature then changes
 on a scale of ``sqrt(eps)`` in the feature: on a trained water remainder the curvature of the
 energy along a displacement varied by ~1 % within 0.004 Å, and finite-difference frequencies

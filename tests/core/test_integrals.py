@@ -72,3 +72,23 @@ def test_force_training_gradients_need_no_second_position_derivatives(water):
     torch.testing.assert_close(first_order[0], second_order[0], rtol=1e-12, atol=1e-14)
     # What was skipped: the d²S/dR² part of the positions' gradient.
     assert not torch.allclose(first_order[1], second_order[1], atol=1e-6)
+
+
+def test_repeated_pullbacks_of_one_graph_compute_the_first_derivatives_once(water):
+    """A Jacobian row by row pulls the same graph back once per row: dS/dR is computed on the
+    first pullback and reused (same values as a fresh graph per row)."""
+    numbers, positions = water
+    integrals = OverlapIntegrals(numbers, "def2-svp")
+    calls = []
+    first = integrals.first
+    integrals.first = lambda p: calls.append(1) or first(p)
+    inputs = positions.clone().requires_grad_(True)
+    overlap = exact_overlap(integrals, inputs)
+    weights = torch.randn((3,) + overlap.shape, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(0))
+    rows = [torch.autograd.grad(overlap, inputs, w, retain_graph=True)[0] for w in weights]
+    assert len(calls) == 1
+    for w, row in zip(weights, rows):
+        fresh = positions.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(exact_overlap(integrals, fresh), fresh, w)
+        torch.testing.assert_close(row, expected, rtol=1e-12, atol=1e-14)

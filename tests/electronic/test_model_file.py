@@ -2,6 +2,7 @@
 version 2, and corrupt, foreign, future or mismatched files raise ModelFileError naming the
 problem."""
 
+import dataclasses
 import json
 
 import pytest
@@ -103,9 +104,23 @@ def test_fields_a_file_does_not_record_take_their_values_of_that_time(tmp_path):
         del meta["config"][name]
     (tmp_path / "model.pt.json").write_text(json.dumps(meta))
     loaded = load_model(path)
-    assert loaded.config == model.config
+    # the PaiNN's soft-norm eps was 1e-8 before the field existed (today 1e-2)
+    assert loaded.config == dataclasses.replace(model.config, remainder_norm_eps=1e-8)
     assert set(loaded.heads) == {"hamiltonian", "overlap", "core_hamiltonian"}
     assert ModelConfig().baseline == "core_sap"  # what the fields mean today
+    assert ModelConfig().remainder_norm_eps == 1e-2
+
+
+def test_a_message_passing_file_without_norm_eps_builds_its_painn_with_1e_8(tmp_path):
+    path = tmp_path / "model.pt"
+    model = PhiSNetModel(ModelConfig(basis="def2-svp", elements=("H", "O"), **SMALL,
+                                     remainder="message_passing", energy_model="none"))
+    save_model(model, path)
+    meta = json.loads((tmp_path / "model.pt.json").read_text())
+    del meta["config"]["remainder_norm_eps"]
+    (tmp_path / "model.pt.json").write_text(json.dumps(meta))
+    interactions = load_model(path).remainder.painn.interactions
+    assert [layer.norm_eps for layer in interactions] == [1e-8] * len(interactions)
 
 
 @pytest.fixture()

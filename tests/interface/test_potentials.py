@@ -111,10 +111,16 @@ def _remainder_of(name: str) -> str:
         return json.load(handle)["config"].get("remainder", "atomwise")  # older files: atomwise
 
 
-@pytest.mark.parametrize("name", [e["name"] for e in SHIPPED
-                                  if _remainder_of(e["name"]) == "message_passing"])
+ONE_POTENTIALS = [e["name"] for e in SHIPPED if _remainder_of(e["name"]) == "message_passing"]
+
+
+def test_water_is_a_one_potential():
+    assert "water-pbe-def2svp" in ONE_POTENTIALS  # else the test below silently checks less
+
+
+@pytest.mark.parametrize("name", ONE_POTENTIALS)
 def test_shipped_forces_and_hessian_match_finite_differences(name):
-    """A shipped one-potential (frozen matrices, PaiNN remainder on electronic features) at a
+    """A shipped one-potential (frozen matrices, PaiNN remainder) at a
     thermal geometry: forces against central differences of its energy, and the analytic
     Hessian against central differences of its forces, both at 1e-4 Å in float64. Truncation
     ~1e-8 of the values and rounding ~1e-15 / 1e-4 leave far less than the tolerances; a
