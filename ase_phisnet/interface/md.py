@@ -216,13 +216,11 @@ def run_md(atoms: Atoms, settings: MDSettings, trajectory_path=None, log_path=No
 
 def plot_log(log: np.ndarray, path, title: str = "") -> None:
     """Total/potential energy, temperature and HOMO–LUMO gap against time, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     time_ps = log[:, 1] / 1000.0
-    figure, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    figure = Figure(figsize=(7, 7))
+    axes = figure.subplots(3, 1, sharex=True)
     axes[0].plot(time_ps, log[:, 4] - log[0, 4], label="total")
     axes[0].plot(time_ps, log[:, 2] - log[0, 4], label="potential", alpha=0.6)
     axes[0].set_ylabel("E - E_tot(0) (eV)")
@@ -236,4 +234,3 @@ def plot_log(log: np.ndarray, path, title: str = "") -> None:
         axes[0].set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -194,14 +194,14 @@ def _load_part(dataset, indices):
 
 def train_energy(config: TrainConfig, progress: bool = True):
     """Train the message-passing remainder of ``config`` on energies and forces with the
-    matrices frozen (module docstring); resumes from ``output_dir``'s checkpoint."""
+    matrices frozen (module docstring); resumes from ``output_dir``'s checkpoint. Called by
+    :func:`~ase_phisnet.training.loop.train` inside its session (log file, seeded RNG)."""
     from tqdm.auto import tqdm
 
     from ase_phisnet.training.loop import (
         BEST_MODEL,
         CHECKPOINT,
         TrainResult,
-        _attach_log_file,
         _save_checkpoint,
         _training_metadata,
         load_checkpoint,
@@ -211,9 +211,6 @@ def train_energy(config: TrainConfig, progress: bool = True):
 
     if config.loss.energy <= 0 and config.loss.forces <= 0:
         raise ValueError("energy training needs loss.energy or loss.forces > 0")
-    os.makedirs(config.output_dir, exist_ok=True)
-    _attach_log_file(os.path.join(config.output_dir, "train.log"))
-    torch.manual_seed(config.seed)
     opt = config.optim
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)

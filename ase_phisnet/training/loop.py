@@ -11,6 +11,7 @@ when present and under ``torchrun`` with DistributedDataParallel.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -129,24 +130,56 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     A config whose ``model.remainder`` is ``message_passing`` trains that remainder on energies
     and forces with the matrices of ``init_from`` frozen
-    (:func:`~ase_phisnet.training.energy_stage.train_energy`)."""
+    (:func:`~ase_phisnet.training.energy_stage.train_energy`). The run's INFO records go to
+    ``output_dir/train.log``, and torch's random state is seeded with ``config.seed``; both
+    only for the duration of the call (:func:`training_session`)."""
+    rank, _ = _distributed()
+    os.makedirs(config.output_dir, exist_ok=True)
+    log_path = os.path.join(config.output_dir, "train.log") if rank == 0 else None
+    with training_session(log_path, config.seed):
+        if config.model.get("remainder") == "message_passing":
+            from ase_phisnet.training.energy_stage import train_energy
+
+            return train_energy(config, progress)
+        return _train_matrices(config, progress)
+
+
+@contextlib.contextmanager
+def training_session(log_path: str | None, seed: int):
+    """Scope of one training run: the package logger writes INFO records to ``log_path`` (when
+    given) and torch's global random state is seeded with ``seed``. On exit the handler goes,
+    the logger's level and torch's random state are restored, so a caller's logging and random
+    streams are as they were."""
+    package_logger = logging.getLogger("ase_phisnet")
+    level = package_logger.level
+    handler = None
+    if log_path is not None:
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        package_logger.addHandler(handler)
+        if package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            yield
+    finally:
+        package_logger.setLevel(level)
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            handler.close()
+
+
+def _train_matrices(config: TrainConfig, progress: bool) -> TrainResult:
+    """The matrix (and end-to-end) training of :func:`train`, inside its session."""
     from tqdm.auto import tqdm
 
-    if config.model.get("remainder") == "message_passing":
-        from ase_phisnet.training.energy_stage import train_energy
-
-        return train_energy(config, progress)
-
     rank, world = _distributed()
-    os.makedirs(config.output_dir, exist_ok=True)
-    if rank == 0:
-        _attach_log_file(os.path.join(config.output_dir, "train.log"))
     opt = config.optim
     dtype = getattr(torch, opt.dtype)
     device = resolve_device(opt.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    torch.manual_seed(config.seed)
 
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)
@@ -308,7 +341,24 @@ def new_optimization(model, parameters, opt, seed: int):
 
 def load_checkpoint(checkpoint: dict, model, ema, optimizer, scheduler, generator) -> dict:
     """Restore what :func:`_save_checkpoint` wrote into the objects of
-    :func:`new_optimization`; returns the training state."""
+    :func:`new_optimization`; returns the training state.
+
+    Raises :class:`PhiSNetError` when the checkpoint was written for a model with other
+    settings (weights of the same shapes can belong to a different function, e.g. another
+    ``remainder_norm_eps``); a checkpoint without recorded settings resumes with a warning."""
+    recorded = checkpoint.get("model_config")
+    if recorded is None:
+        logger.warning("the checkpoint does not record its model settings; resuming with %s",
+                       model.config.to_dict())
+    elif recorded != model.config.to_dict():
+        current = model.config.to_dict()
+        changed = sorted(k for k in set(recorded) | set(current)
+                         if recorded.get(k) != current.get(k))
+        raise PhiSNetError(
+            "the checkpoint was written for a model with other settings ("
+            + ", ".join(f"{k}: {recorded.get(k)!r} there, {current.get(k)!r} now"
+                        for k in changed)
+            + "); start a new output_dir or restore those settings")
     model.load_state_dict(checkpoint["model"])
     ema.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -360,33 +410,23 @@ def _training_metadata(config: TrainConfig, dataset, state: dict, split,
 
 def _save_checkpoint(path, config, model, ema, optimizer, scheduler, generator, state):
     temporary = path + ".tmp"
-    torch.save({"config": config.to_dict(), "model": model.state_dict(),
+    torch.save({"config": config.to_dict(), "model_config": model.config.to_dict(),
+                "model": model.state_dict(),
                 "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                 "state": state}, temporary)
     os.replace(temporary, path)
 
 
-def _attach_log_file(path):
-    root = logging.getLogger("ase_phisnet")
-    if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
 def plot_learning_curve(history: list, path: str) -> None:
     """Training terms and validation loss per epoch, log scale, saved as PNG."""
     if not history:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     epochs = [h["epoch"] for h in history]
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     axis.semilogy(epochs, [h["validation_loss"] for h in history], "k-", label="validation (EMA)")
     for key in sorted(k for k in history[0] if k.startswith("train_")):
         axis.semilogy(epochs, [h[key] for h in history], label=key.replace("_", " "), alpha=0.7)
@@ -395,4 +435,3 @@ def plot_learning_curve(history: list, path: str) -> None:
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

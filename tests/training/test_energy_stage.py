@@ -5,6 +5,7 @@ result is one model file whose calculator forces are -dE/dR."""
 import pytest
 import torch
 
+from ase_phisnet.core.errors import PhiSNetError
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.model import energy_and_forces
 from ase_phisnet.electronic.model_file import load_model
@@ -82,6 +83,15 @@ def test_resumed_run_continues_from_its_checkpoint(trained):
         **longer.to_dict()["optim"], "max_epochs": 28}})
     resumed = train(longer, progress=False)
     assert resumed.epochs == 28 and resumed.history[:25] == result.history
+
+
+def test_resuming_with_other_model_settings_is_refused(trained):
+    """Same weight shapes, another function: a checkpoint resumes only into the model it was
+    written for, and the error names the setting."""
+    matrices, data, folder, _ = trained
+    changed = energy_config(data, folder / "run", matrices, remainder_norm_eps=1e-4)
+    with pytest.raises(PhiSNetError, match="remainder_norm_eps: 0.01 there, 0.0001 now"):
+        train(changed, progress=False)
 
 
 def test_plain_mlip_needs_no_matrices_and_features_need_them(small_potential, tmp_path):

@@ -53,6 +53,22 @@ def test_tiny_model_overfits_four_water_geometries(water_file, tmp_path):
     assert "epoch 200" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_training_leaves_the_callers_logging_and_random_state_alone(water_file, tmp_path):
+    """train() logs to its train.log and seeds torch only for its own duration: afterwards the
+    package logger's level, its handlers and torch's random stream are the caller's again."""
+    import logging
+
+    package_logger = logging.getLogger("ase_phisnet")
+    handlers, level = list(package_logger.handlers), package_logger.level
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(tiny_config(water_file, tmp_path / "run", max_epochs=2), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert package_logger.handlers == handlers and package_logger.level == level
+    assert "epoch 2" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_checkpoint_resumes_exactly(water_file, tmp_path):
     straight = train(tiny_config(water_file, tmp_path / "straight", max_epochs=4), progress=False)
     train(tiny_config(water_file, tmp_path / "resumed", max_epochs=2), progress=False)
