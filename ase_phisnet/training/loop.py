@@ -28,7 +28,7 @@ from ase_phisnet.core.errors import PhiSNetError
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
-from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.electronic.model_file import UNRECORDED_FIELDS, load_model, save_model
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import (
     MatrixData,
@@ -133,23 +133,37 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     (:func:`~ase_phisnet.training.energy_stage.train_energy`). The run's INFO records go to
     ``output_dir/train.log``, and torch's random state is seeded with ``config.seed``; both
     only for the duration of the call (:func:`training_session`)."""
-    rank, _ = _distributed()
+    energy_stage = config.model.get("remainder") == "message_passing"
+    if energy_stage:  # one process on the CPU; no process group
+        rank, device = int(os.environ.get("RANK", "0")), torch.device("cpu")
+    else:
+        (rank, _), device = _distributed(), training_device(config.optim.device)
     os.makedirs(config.output_dir, exist_ok=True)
     log_path = os.path.join(config.output_dir, "train.log") if rank == 0 else None
-    with training_session(log_path, config.seed):
-        if config.model.get("remainder") == "message_passing":
+    with training_session(log_path, config.seed, device):
+        if energy_stage:
             from ase_phisnet.training.energy_stage import train_energy
 
             return train_energy(config, progress)
         return _train_matrices(config, progress)
 
 
+def training_device(name: str) -> torch.device:
+    """The device of ``optim.device`` for this process: under torchrun with CUDA, the GPU of
+    its ``LOCAL_RANK``."""
+    device = resolve_device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
 @contextlib.contextmanager
-def training_session(log_path: str | None, seed: int):
+def training_session(log_path: str | None, seed: int,
+                     device: torch.device = torch.device("cpu")):
     """Scope of one training run: the package logger writes INFO records to ``log_path`` (when
-    given) and torch's global random state is seeded with ``seed``. On exit the handler goes,
-    the logger's level and torch's random state are restored, so a caller's logging and random
-    streams are as they were."""
+    given) and torch's global random state (the CPU's, and ``device``'s when it is a GPU) is
+    seeded with ``seed``. On exit the handler goes, the logger's level and torch's random state
+    are restored, so a caller's logging and random streams are as they were."""
     package_logger = logging.getLogger("ase_phisnet")
     level = package_logger.level
     handler = None
@@ -160,7 +174,9 @@ def training_session(log_path: str | None, seed: int):
         if package_logger.getEffectiveLevel() > logging.INFO:
             package_logger.setLevel(logging.INFO)
     try:
-        with torch.random.fork_rng():
+        gpus = [] if device.type != "cuda" else [
+            device.index if device.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=gpus):
             torch.manual_seed(seed)
             yield
     finally:
@@ -177,9 +193,7 @@ def _train_matrices(config: TrainConfig, progress: bool) -> TrainResult:
     rank, world = _distributed()
     opt = config.optim
     dtype = getattr(torch, opt.dtype)
-    device = resolve_device(opt.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    device = training_device(opt.device)
 
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)
@@ -232,9 +246,9 @@ def _train_matrices(config: TrainConfig, progress: bool) -> TrainResult:
     checkpoint_path = os.path.join(config.output_dir, CHECKPOINT)
     if os.path.exists(checkpoint_path):
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, model, ema, optimizer, scheduler, generator)
         if checkpoint["config"] != config.to_dict():
             logger.warning("resuming with a changed config; the checkpoint's run continues")
-        state = load_checkpoint(checkpoint, model, ema, optimizer, scheduler, generator)
         logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
         if state.get("n_validation", len(valid_data)) != len(valid_data):
             # The data file grew (an over_plan split of a file still being generated): losses
@@ -347,6 +361,12 @@ def load_checkpoint(checkpoint: dict, model, ema, optimizer, scheduler, generato
     settings (weights of the same shapes can belong to a different function, e.g. another
     ``remainder_norm_eps``); a checkpoint without recorded settings resumes with a warning."""
     recorded = checkpoint.get("model_config")
+    if recorded is not None:  # settings added since take their values of that time
+        try:
+            recorded = ModelConfig.from_dict({**UNRECORDED_FIELDS, **recorded}).to_dict()
+        except (TypeError, ValueError) as error:
+            raise PhiSNetError(
+                f"the checkpoint's model settings are not valid now: {error}") from error
     if recorded is None:
         logger.warning("the checkpoint does not record its model settings; resuming with %s",
                        model.config.to_dict())
