@@ -241,8 +241,9 @@ def main() -> None:
     record = meta["training"]
     dataset = HamiltonianDataset(record["dataset"] if os.path.exists(record["dataset"])
                                  else record["config"]["dataset"])
-    split = dataset.split(record["split"]["seed"], record["split"]["n_train"],
-                          record["split"]["n_validation"], record["split"]["n_test"])
+    sizes = record["split"]
+    split = dataset.split(sizes["seed"], sizes["n_train"], sizes["n_validation"], sizes["n_test"],
+                          over_plan=sizes.get("over_plan", False))
     heldout = HamiltonianDataset(args.heldout)
     sets = {"test": records_of(dataset, split.test),
             "heldout": records_of(heldout, range(len(heldout)))}

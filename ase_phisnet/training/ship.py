@@ -274,7 +274,8 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         "| metric | value |",
         "|---|---|",
         f"| H MAE | {metrics.hamiltonian_mae_ueh:.1f} µEh |",
-        *([f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |"]
+        *(["| core H | exact, from the integrals |"] if model.config.exact_core_hamiltonian
+          else [f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |"]
           if metrics.core_hamiltonian_mae_ueh is not None else []),
         ("| S | exact, from the integrals |" if model.config.exact_overlap
          else f"| S MAE | {metrics.overlap_mae:.2e} |"),

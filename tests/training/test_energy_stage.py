@@ -2,6 +2,8 @@
 model's forces, the remainder learns while the matrices stay unchanged, runs resume, and the
 result is one model file whose calculator forces are -dE/dR."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ from ase_phisnet.training.energy_stage import (
     cache_electronic,
     predicted_energy_forces,
 )
-from ase_phisnet.training.loop import train
+from ase_phisnet.training.loop import CHECKPOINT, train
 
 REMAINDER = {"remainder": "message_passing", "energy_model": "band_structure",
              "remainder_channels": 8, "remainder_layers": 2, "remainder_radial": 6}
@@ -92,6 +94,20 @@ def test_resuming_with_other_model_settings_is_refused(trained):
     changed = energy_config(data, folder / "run", matrices, remainder_norm_eps=1e-4)
     with pytest.raises(PhiSNetError, match="remainder_norm_eps: 0.01 there, 0.0001 now"):
         train(changed, progress=False)
+
+
+def test_a_setting_the_checkpoint_predates_takes_its_value_of_that_time(trained, tmp_path):
+    """A setting added after a checkpoint was written is read with the value of its time
+    (``UNRECORDED_FIELDS``), not today's default: a run from before the soft norm had
+    ``remainder_norm_eps`` 1e-8 and does not resume into a model with today's 1e-2."""
+    matrices, data, folder, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(folder / "run", run)
+    checkpoint = torch.load(run / CHECKPOINT, weights_only=False)
+    del checkpoint["model_config"]["remainder_norm_eps"]
+    torch.save(checkpoint, run / CHECKPOINT)
+    with pytest.raises(PhiSNetError, match="remainder_norm_eps: 1e-08 there, 0.01 now"):
+        train(energy_config(data, run, matrices), progress=False)
 
 
 def test_plain_mlip_needs_no_matrices_and_features_need_them(small_potential, tmp_path):
