@@ -5,8 +5,8 @@ This script scales chosen bonds of the molecule's ASE geometry (the fragment on 
 rigidly, as ``--bond-stretch`` sampling does), and plots each model's energy against PySCF's at
 the models' theory, both relative to their value at the unscaled geometry::
 
-    python benchmarks/bond_scan.py runs/ethanol_pbe_def2svp/stage4_band/best_model.pt \\
-        runs/ethanol_pbe_def2svp/stage5_band_zbl/best_model.pt --molecule CH3CH2OH
+    python benchmarks/bond_scan.py ethanol-pbe-def2svp \\
+        runs/ethanol_pbe_def2svp_mlip/best_model.pt --molecule CH3CH2OH
 
 Bonds default to every distinct element pair's first bond (ethanol: C-C, C-O, C-H, O-H).
 PySCF energies are cached in ``<out>/bond_scan_<molecule>_pyscf.json``; a model that fails at a

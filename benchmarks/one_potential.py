@@ -34,7 +34,7 @@ Reproduce (water; ~1.5 CPU-hours in all):
         --variant band_structure=runs/water_pbe_def2svp_band_structure/best_model.pt \\
         --heldout data/water_pbe_def2svp_500k_seed1.h5 --out benchmarks/results/one_potential/water
 
-Ethanol the same way, with ``configs/ethanol_pbe_def2svp_{matrices,energy}.yaml``,
+Ethanol the same way, with ``configs/ethanol_pbe_def2svp_{matrices,orbitals,energy}.yaml``,
 ``benchmarks/one_potential/ethanol_mlip.yaml`` and the data commands in their headers (held-out:
 ``--n 100 --temperature 500 --seed 1 --out data/ethanol_pbe_def2svp_500k_seed1.h5``).
 """
