@@ -145,7 +145,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             from ase_phisnet.training.energy_stage import train_energy
 
             return train_energy(config, progress)
-        return _train_matrices(config, progress)
+        return _train_matrices(config, progress, device)
 
 
 def training_device(name: str) -> torch.device:
@@ -186,14 +186,14 @@ def training_session(log_path: str | None, seed: int,
             handler.close()
 
 
-def _train_matrices(config: TrainConfig, progress: bool) -> TrainResult:
-    """The matrix (and end-to-end) training of :func:`train`, inside its session."""
+def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -> TrainResult:
+    """The matrix (and end-to-end) training of :func:`train`, inside its session, on
+    ``device`` (:func:`training_device`)."""
     from tqdm.auto import tqdm
 
     rank, world = _distributed()
     opt = config.optim
     dtype = getattr(torch, opt.dtype)
-    device = training_device(opt.device)
 
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)
@@ -367,11 +367,11 @@ def load_checkpoint(checkpoint: dict, model, ema, optimizer, scheduler, generato
         except (TypeError, ValueError) as error:
             raise PhiSNetError(
                 f"the checkpoint's model settings are not valid now: {error}") from error
+    current = model.config.to_dict()
     if recorded is None:
         logger.warning("the checkpoint does not record its model settings; resuming with %s",
-                       model.config.to_dict())
-    elif recorded != model.config.to_dict():
-        current = model.config.to_dict()
+                       current)
+    elif recorded != current:
         changed = sorted(k for k in set(recorded) | set(current)
                          if recorded.get(k) != current.get(k))
         raise PhiSNetError(

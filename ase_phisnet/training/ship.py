@@ -221,6 +221,15 @@ def _data_lines(dataset, split, generate_command) -> list[str]:
     ]
 
 
+def _core_hamiltonian_rows(model, metrics) -> list[str]:
+    """The card's core-Hamiltonian row: exact, its MAE, or none for a model without it."""
+    if model.config.exact_core_hamiltonian:
+        return ["| core H | exact, from the integrals |"]
+    if metrics.core_hamiltonian_mae_ueh is None:
+        return []
+    return [f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |"]
+
+
 def model_card(name, model, dataset, training, metrics, stages, generate_command, hardware,
                notes, extras=()) -> str:
     """The model card's Markdown text."""
@@ -274,9 +283,7 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
         "| metric | value |",
         "|---|---|",
         f"| H MAE | {metrics.hamiltonian_mae_ueh:.1f} µEh |",
-        *(["| core H | exact, from the integrals |"] if model.config.exact_core_hamiltonian
-          else [f"| core H MAE | {metrics.core_hamiltonian_mae_ueh:.1f} µEh |"]
-          if metrics.core_hamiltonian_mae_ueh is not None else []),
+        *_core_hamiltonian_rows(model, metrics),
         ("| S | exact, from the integrals |" if model.config.exact_overlap
          else f"| S MAE | {metrics.overlap_mae:.2e} |"),
         f"| occupied orbital-energy MAE | {metrics.occupied_energy_mae_ueh:.1f} µEh |",

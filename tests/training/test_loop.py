@@ -2,6 +2,7 @@
 TraceGrad, dipole, energy and force terms train, DDP equals one process, CLI train/evaluate."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,6 @@ def test_tiny_model_overfits_four_water_geometries(water_file, tmp_path):
 def test_training_leaves_the_callers_logging_and_random_state_alone(water_file, tmp_path):
     """train() logs to its train.log and seeds torch only for its own duration: afterwards the
     package logger's level, its handlers and torch's random stream are the caller's again."""
-    import logging
-
     package_logger = logging.getLogger("ase_phisnet")
     handlers, level = list(package_logger.handlers), package_logger.level
     torch.manual_seed(123)
