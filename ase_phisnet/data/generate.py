@@ -109,6 +109,16 @@ def _open_or_plan(molecule, n, theory, sampler, out, progress) -> DatasetWriter:
     )
 
 
+def computation_order(pending: list[int], n_planned: int) -> list[int]:
+    """The plan rows in ``pending`` in the order they are computed: a fixed pseudo-random
+    permutation of the whole plan (seed 0), so that the records of a run stopped part-way are a
+    uniform sample of the plan rather than its first rows, which hold the first temperature only
+    (a half-generated 300/500 K set would otherwise hold no 500 K geometry)."""
+    rank = np.empty(n_planned, dtype=np.int64)
+    rank[np.random.default_rng(0).permutation(n_planned)] = np.arange(n_planned)
+    return sorted(pending, key=lambda index: rank[index])
+
+
 def plan_dataset(molecule: str, n: int, theory: Theory, sampler: SamplerConfig,
                  out: str | os.PathLike, progress: bool = True) -> np.ndarray:
     """Sample and store the ``n`` geometries of a dataset without computing any reference
@@ -146,7 +156,7 @@ def generate_dataset(
     out = os.fspath(out)
     with _open_or_plan(molecule, n, theory, sampler, out, progress) as writer:
         atomic_numbers, positions_bohr = writer.plan()
-        pending = writer.pending_indices()
+        pending = computation_order(writer.pending_indices(), n)
         n_done_before = len(writer.done_indices())
         bar = tqdm(total=n, initial=n - len(pending), desc=f"PySCF {theory.xc}/{theory.basis}",
                    disable=not progress, unit="geom")

@@ -12,7 +12,7 @@ import pytest
 
 from ase_phisnet.core.errors import DatasetFileError, OpenShellError, UnknownMoleculeError
 from ase_phisnet.data.dataset import HamiltonianDataset
-from ase_phisnet.data.generate import generate_dataset
+from ase_phisnet.data.generate import computation_order, generate_dataset
 from ase_phisnet.data.reference import Theory, compute_reference
 from ase_phisnet.data.sampling import SamplerConfig
 
@@ -88,6 +88,18 @@ def test_killed_generation_resumes_without_losing_or_duplicating(tmp_path):
     with h5py.File(out) as handle:
         assert sorted(handle["records"]) == [f"{i:06d}" for i in range(n)]
     _assert_records_match_fresh_pyscf(dataset, theory)
+
+
+def test_a_run_stopped_part_way_holds_a_uniform_sample_of_the_plan():
+    """The plan stores its temperatures in blocks (500 at 300 K, then 500 at 500 K); the rows
+    are computed in a fixed shuffled order, so the first 100 records hold both temperatures."""
+    order = computation_order(list(range(1000)), 1000)
+    assert sorted(order) == list(range(1000))
+    first_hundred_at_500k = sum(index >= 500 for index in order[:100])
+    assert 35 <= first_hundred_at_500k <= 65  # binomial(100, 1/2): 3 sigma
+    assert computation_order(list(range(1000)), 1000) == order  # the same on every resume
+    pending = order[400:]  # a resumed run continues where the stopped one was
+    assert computation_order(sorted(pending), 1000) == pending
 
 
 @pytest.fixture(scope="module")
