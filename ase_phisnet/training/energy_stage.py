@@ -10,7 +10,7 @@ Atomic units (Eh, Bohr). A model with ``remainder: message_passing`` composes
 where the matrix network is taken from a trained model (``init_from``) and never changes,
 so the electronic term ``E_el``, the prior and the electronic atom features ``x(R)``
 (:mod:`ase_phisnet.electronic.features`) are fixed functions of the geometry. They are computed
-once per training geometry together with their position derivatives (:func:`cache_electronic`:
+once per distinct training geometry together with their position derivatives (:func:`cache_electronic`:
 ``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``), and training needs no
 eigensolver in the loop. The forces of the composed energy are exactly
 
@@ -23,8 +23,9 @@ stay what matrix training made them: PBE's H, not one bent to fit energies.
 
 The loss is ``w_E <((E - E_ref) / sigma_E)^2> + w_F <((F - F_ref) / sigma_F)^2>`` with the
 spreads of the training residuals ``E_ref - E_0`` and ``F_ref - F_0`` (so both terms are
-dimensionless); AdamW, ReduceLROnPlateau, an EMA of the weights (validated and saved), early
-stopping, a wall-clock budget and a checkpoint after every epoch that resumes exactly.
+dimensionless), each square a Huber function of the scaled error beyond ``loss.huber_delta``
+when that is set (far-from-equilibrium geometries then pull with a bounded gradient); AdamW,
+ReduceLROnPlateau, an EMA of the weights (validated and saved), early stopping, a wall-clock budget and a checkpoint after every epoch that resumes exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 from ase_phisnet.electronic.model_file import load_model, save_model
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import load_matrix_data, matching_dataset, split_of
+from ase_phisnet.training.loss import scaled_square_error
 
 logger = logging.getLogger(__name__)
 CACHE = "electronic_cache.pt"
@@ -65,6 +67,12 @@ class CachedElectronic:
     def subset(self, index) -> CachedElectronic:
         return CachedElectronic(*(None if t is None else t[index]
                                   for t in dataclasses.astuple(self)))
+
+    @staticmethod
+    def concatenate(pieces: list[CachedElectronic]) -> CachedElectronic:
+        columns = zip(*(dataclasses.astuple(piece) for piece in pieces))
+        return CachedElectronic(*(None if column[0] is None else torch.cat(column)
+                                  for column in columns))
 
 
 def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
@@ -187,6 +195,16 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
     return copy
 
 
+def _cache_parts(model, atomic_numbers, part_list, progress) -> CachedElectronic:
+    """The cache of the concatenated parts, each distinct part computed once (an oversampled
+    part enters ``part_list`` several times as the same object)."""
+    computed: dict[int, CachedElectronic] = {}
+    for part in part_list:
+        if id(part) not in computed:
+            computed[id(part)] = cache_electronic(model, atomic_numbers, part[1], progress)
+    return CachedElectronic.concatenate([computed[id(part)] for part in part_list])
+
+
 def _load_part(dataset, indices):
     data = load_matrix_data(dataset, indices, [])
     return data.atomic_numbers, data.positions_bohr, data.energy_eh, data.forces_eh_per_bohr
@@ -235,7 +253,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
         stored = torch.load(cache_path, weights_only=True)
         cache = {name: CachedElectronic(*stored[name]) for name in data}
     else:
-        cache = {name: cache_electronic(model, z, data[name][0], progress) for name in data}
+        cache = {name: _cache_parts(model, z, part, progress) for name, part in parts.items()}
         torch.save({name: dataclasses.astuple(c) for name, c in cache.items()}, cache_path)
     dtype = getattr(torch, opt.dtype)
 
@@ -268,8 +286,9 @@ def train_energy(config: TrainConfig, progress: bool = True):
         logger.info("resumed from %s at epoch %d", checkpoint_path, state["epoch"])
 
     def terms(energy, forces, energy_ref, forces_ref):
-        e = ((energy - energy_ref.to(dtype)) / sigma_e).pow(2).mean()
-        f = ((forces - forces_ref.to(dtype)) / sigma_f).pow(2).mean()
+        delta = config.loss.huber_delta
+        e = scaled_square_error(energy, energy_ref.to(dtype), sigma_e, delta)
+        f = scaled_square_error(forces, forces_ref.to(dtype), sigma_f, delta)
         loss = config.loss.energy * e + config.loss.forces * f
         return loss, float(e.detach()), float(f.detach())
 

@@ -47,16 +47,21 @@ def lowest_orbital_energies(hamiltonian, overlap, n_orbitals: int) -> torch.Tens
     return torch.linalg.eigvalsh(orthogonal)[..., :n_orbitals]
 
 
+def scaled_square_error(prediction, reference, sigma, huber_delta: float = 0.0):
+    """``mean(x^2)`` of the scaled error ``x = (prediction - reference) / sigma``; with
+    ``huber_delta > 0`` the square is ``2 huber(x, huber_delta)`` (linear beyond delta)."""
+    scaled = (prediction - reference) / sigma
+    if huber_delta > 0:
+        return 2 * torch.nn.functional.huber_loss(scaled, torch.zeros_like(scaled),
+                                                  delta=huber_delta)
+    return scaled.pow(2).mean()
+
+
 def _scaled_error(prediction, reference, sigma, huber_delta: float = 0.0):
     """``mean(x^2) + mean|x|`` of the scaled error ``x = (prediction - reference) / sigma``;
     with ``huber_delta > 0`` the square is ``2 huber(x, huber_delta)`` (linear beyond delta)."""
-    scaled = (prediction - reference) / sigma
-    if huber_delta > 0:
-        square = 2 * torch.nn.functional.huber_loss(scaled, torch.zeros_like(scaled),
-                                                    delta=huber_delta)
-    else:
-        square = scaled.pow(2).mean()
-    return square + scaled.abs().mean()
+    return (scaled_square_error(prediction, reference, sigma, huber_delta)
+            + ((prediction - reference) / sigma).abs().mean())
 
 
 def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):

@@ -12,7 +12,9 @@ from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.model import energy_and_forces
 from ase_phisnet.electronic.model_file import load_model
 from ase_phisnet.training.config import TrainConfig
+from ase_phisnet.training import energy_stage
 from ase_phisnet.training.energy_stage import (
+    _cache_parts,
     _model_for_energy,
     cache_electronic,
     predicted_energy_forces,
@@ -63,6 +65,30 @@ def test_cached_forces_are_the_composed_models_forces(small_potential, energy_mo
     torch.testing.assert_close(energy, prediction.energy_eh, rtol=0, atol=1e-10)
     assert float(forces.abs().max()) > 1e-2  # the remainder and the features take part
     torch.testing.assert_close(forces, reference_forces, rtol=0, atol=1e-9)
+
+
+def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
+    """extra_data[].repeat enters a part several times as the same object: its electronic terms
+    are computed once and repeated, in the order of the parts."""
+    matrices, data = small_potential("H2O")
+    dataset = HamiltonianDataset(data)
+    model = _model_for_energy(energy_config(data, "unused", matrices), dataset)
+    records = [dataset[i] for i in range(3)]
+    z = torch.as_tensor(records[0].atomic_numbers)
+    positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
+    once, twice = (z, positions[:1]), (z, positions[1:])
+    calls = []
+
+    def counted(model, atomic_numbers, positions_bohr, progress=False):
+        calls.append(len(positions_bohr))
+        return cache_electronic(model, atomic_numbers, positions_bohr, progress)
+
+    monkeypatch.setattr(energy_stage, "cache_electronic", counted)
+    cached = _cache_parts(model, z, [once, twice, twice], progress=False)
+    assert calls == [1, 2]
+    expected = cache_electronic(model, z, positions[[0, 1, 2, 1, 2]])
+    torch.testing.assert_close(cached.energy_eh, expected.energy_eh, rtol=0, atol=1e-12)
+    torch.testing.assert_close(cached.jacobian, expected.jacobian, rtol=0, atol=1e-10)
 
 
 def test_remainder_learns_with_the_matrices_frozen(trained):
