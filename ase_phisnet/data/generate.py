@@ -111,11 +111,15 @@ def _open_or_plan(molecule, n, theory, sampler, out, progress) -> DatasetWriter:
 
 def computation_order(pending: list[int], n_planned: int) -> list[int]:
     """The plan rows in ``pending`` in the order they are computed: a fixed pseudo-random
-    permutation of the whole plan (seed 0), so that the records of a run stopped part-way are a
-    uniform sample of the plan rather than its first rows, which hold the first temperature only
-    (a half-generated 300/500 K set would otherwise hold no 500 K geometry)."""
+    permutation of the whole plan, so that the records of a run stopped part-way are a uniform
+    sample of the plan rather than its first rows, which hold the first temperature only (a
+    half-generated 300/500 K set would otherwise hold no 500 K geometry). Its random stream is
+    one no integer seed gives (a spawned SeedSequence): were it the permutation of an
+    ``over_plan`` split (``HamiltonianDataset.split``), a part-generated file would hold that
+    split's training rows only."""
+    stream = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(1,)))
     rank = np.empty(n_planned, dtype=np.int64)
-    rank[np.random.default_rng(0).permutation(n_planned)] = np.arange(n_planned)
+    rank[stream.permutation(n_planned)] = np.arange(n_planned)
     return sorted(pending, key=lambda index: rank[index])
 
 

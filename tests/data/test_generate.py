@@ -100,6 +100,11 @@ def test_a_run_stopped_part_way_holds_a_uniform_sample_of_the_plan():
     assert computation_order(list(range(1000)), 1000) == order  # the same on every resume
     pending = order[400:]  # a resumed run continues where the stopped one was
     assert computation_order(sorted(pending), 1000) == pending
+    # independent of the plan-wide splits: the first 100 rows are not all training rows of
+    # any split seed (about 20 of them fall in its validation and test parts)
+    for seed in range(5):
+        not_training = set(np.random.default_rng(seed).permutation(1000)[800:].tolist())
+        assert 5 <= len(not_training & set(order[:100])) <= 35
 
 
 @pytest.fixture(scope="module")
