@@ -162,17 +162,25 @@ def training_session(log_path: str | None, seed: int,
                      device: torch.device = torch.device("cpu")):
     """Scope of one training run: the package logger writes INFO records to ``log_path`` (when
     given) and torch's global random state (the CPU's, and ``device``'s when it is a GPU) is
-    seeded with ``seed``. On exit the handler goes, the logger's level and torch's random state
+    seeded with ``seed``. The caller's handlers (the console) still get only the records at or
+    above the level the caller had set: the INFO records for the file are not propagated to
+    them. On exit the handlers go, the logger's level, propagation and torch's random state
     are restored, so a caller's logging and random streams are as they were."""
     package_logger = logging.getLogger("ase_phisnet")
-    level = package_logger.level
-    handler = None
+    level, propagate = package_logger.level, package_logger.propagate
+    added = []
     if log_path is not None:
         handler = logging.FileHandler(log_path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        package_logger.addHandler(handler)
-        if package_logger.getEffectiveLevel() > logging.INFO:
+        added.append(handler)
+        callers_level = package_logger.getEffectiveLevel()
+        if callers_level > logging.INFO:
             package_logger.setLevel(logging.INFO)
+            if propagate and package_logger.parent is not None:
+                package_logger.propagate = False
+                added.append(_Forward(package_logger, callers_level))
+        for handler in added:
+            package_logger.addHandler(handler)
     try:
         gpus = [] if device.type != "cuda" else [
             device.index if device.index is not None else torch.cuda.current_device()]
@@ -181,9 +189,29 @@ def training_session(log_path: str | None, seed: int,
             yield
     finally:
         package_logger.setLevel(level)
-        if handler is not None:
+        package_logger.propagate = propagate
+        for handler in added:
             package_logger.removeHandler(handler)
             handler.close()
+
+
+class _Forward(logging.Handler):
+    """Hands on to the package logger's parent (and up) the records that propagation would
+    have delivered with the caller's settings: at or above the level of the logger they come
+    from, or of its nearest ancestor below the package logger with a level set, else at or
+    above ``callers_level``, the package logger's effective level before the session."""
+
+    def __init__(self, package_logger: logging.Logger, callers_level: int):
+        super().__init__()
+        self.package_logger, self.callers_level = package_logger, callers_level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        while logger is not self.package_logger and logger.level == logging.NOTSET:
+            logger = logger.parent
+        threshold = self.callers_level if logger is self.package_logger else logger.level
+        if record.levelno >= threshold:
+            self.package_logger.parent.callHandlers(record)
 
 
 def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -> TrainResult:

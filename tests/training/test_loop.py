@@ -65,7 +65,32 @@ def test_training_leaves_the_callers_logging_and_random_state_alone(water_file, 
     train(tiny_config(water_file, tmp_path / "run", max_epochs=2), progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert package_logger.handlers == handlers and package_logger.level == level
+    assert package_logger.propagate
     assert "epoch 2" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_training_info_goes_to_its_log_file_not_to_the_callers_console(water_file, tmp_path):
+    """A caller logging at WARNING (the CLI without --verbose) sees no per-epoch INFO lines on
+    its console handler, while train.log has them; a warning reaches both."""
+    console = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            console.append(record)
+
+    root = logging.getLogger()
+    collector, root_level = Collect(), root.level
+    root.addHandler(collector)
+    root.setLevel(logging.WARNING)
+    try:
+        train(tiny_config(water_file, tmp_path / "run", max_epochs=2), progress=False)
+        logging.getLogger("ase_phisnet.training").warning("after training")
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(root_level)
+    assert "epoch 2" in (tmp_path / "run" / "train.log").read_text()
+    assert not [r for r in console if r.levelno < logging.WARNING]
+    assert [r.getMessage() for r in console] == ["after training"]
 
 
 def test_checkpoint_resumes_exactly(water_file, tmp_path):
