@@ -9,7 +9,7 @@ residual's spread over test geometries for four combinations of predicted and re
 core H (S from the model with predicted H, the reference S with the reference H), to show how
 accurate the matrices must be before energies can follow from them::
 
-    python benchmarks/band_energy_residual.py potentials/ethanol-pbe-def2svp-orbitals.pt \\
+    python benchmarks/band_energy_residual.py potentials/ethanol-pbe-def2svp.pt \\
         data/ethanol_pbe_def2svp.h5
 
 Reported per combination: the standard deviation of the residual and its mean absolute

@@ -18,8 +18,7 @@ from ase_phisnet.data.reference import Theory, compute_reference
 from ase_phisnet.interface.potentials import potential_path
 
 SHIPPED = list_potentials()
-MOLECULES = {"water-pbe-def2svp": "H2O", "ethanol-pbe-def2svp": "CH3CH2OH",
-             "ethanol-pbe-def2svp-orbitals": "CH3CH2OH"}
+MOLECULES = {"water-pbe-def2svp": "H2O", "ethanol-pbe-def2svp": "CH3CH2OH"}
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -51,8 +50,7 @@ def test_unknown_name_lists_what_is_shipped():
 def test_fresh_geometry_against_pyscf_within_the_cards_errors(entry):
     """A seeded thermal-size distortion of the equilibrium geometry, PySCF PBE/def2-SVP on it,
     and the potential's H and forces: errors within 3x the card's test-split MAE (one
-    geometry fluctuates about the mean). Forces only for the potentials meant for them: the
-    ``-orbitals`` ones were trained on matrices alone and their cards say so."""
+    geometry fluctuates about the mean)."""
     atoms = molecule(MOLECULES[entry["name"]])
     atoms.positions += np.random.default_rng(7).normal(scale=0.05, size=atoms.positions.shape)
     reference = compute_reference(atoms.numbers, atoms.positions / Bohr,
@@ -66,8 +64,7 @@ def test_fresh_geometry_against_pyscf_within_the_cards_errors(entry):
     print(f"{entry['name']}: H MAE {h_mae_ueh:.1f} µEh (card {metrics['hamiltonian_mae_ueh']:.1f}),"
           f" force MAE {force_mae:.1f} meV/Å (card {metrics['force_mae_mev_per_ang']:.1f})")
     assert h_mae_ueh < 3 * metrics["hamiltonian_mae_ueh"]
-    if not entry["name"].endswith("-orbitals"):  # their cards say their forces are unusable
-        assert force_mae < 3 * metrics["force_mae_mev_per_ang"]
+    assert force_mae < 3 * metrics["force_mae_mev_per_ang"]
 
 
 def test_loads_by_name_from_an_installed_wheel(tmp_path):
@@ -114,8 +111,13 @@ def _remainder_of(name: str) -> str:
 ONE_POTENTIALS = [e["name"] for e in SHIPPED if _remainder_of(e["name"]) == "message_passing"]
 
 
-def test_water_is_a_one_potential():
-    assert "water-pbe-def2svp" in ONE_POTENTIALS  # else the test below silently checks less
+def test_one_potential_per_molecule():
+    """Each shipped file is the one potential of its molecule: frozen PBE matrices under a
+    message-passing energy remainder, for the electronic structure and for MD alike."""
+    assert sorted(ONE_POTENTIALS) == sorted(entry["name"] for entry in SHIPPED)
+    formulas = [molecule(MOLECULES[entry["name"]]).get_chemical_formula() for entry in SHIPPED]
+    assert len(set(formulas)) == len(formulas)
+    assert {"water-pbe-def2svp", "ethanol-pbe-def2svp"} <= set(ONE_POTENTIALS)
 
 
 @pytest.mark.parametrize("name", ONE_POTENTIALS)
