@@ -10,9 +10,9 @@ Atomic units (Eh, Bohr). A model with ``remainder: message_passing`` composes
 where the matrix network is taken from a trained model (``init_from``) and never changes,
 so the electronic term ``E_el``, the prior and the electronic atom features ``x(R)``
 (:mod:`ase_phisnet.electronic.features`) are fixed functions of the geometry. They are computed
-once per distinct training geometry together with their position derivatives (:func:`cache_electronic`:
-``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``), and training needs no
-eigensolver in the loop. The forces of the composed energy are exactly
+once per distinct training geometry together with their position derivatives
+(:func:`cache_electronic`: ``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``), and
+training needs no eigensolver in the loop. The forces of the composed energy are exactly
 
 .. math::
 
@@ -25,7 +25,8 @@ The loss is ``w_E <((E - E_ref) / sigma_E)^2> + w_F <((F - F_ref) / sigma_F)^2>`
 spreads of the training residuals ``E_ref - E_0`` and ``F_ref - F_0`` (so both terms are
 dimensionless), each square a Huber function of the scaled error beyond ``loss.huber_delta``
 when that is set (far-from-equilibrium geometries then pull with a bounded gradient); AdamW,
-ReduceLROnPlateau, an EMA of the weights (validated and saved), early stopping, a wall-clock budget and a checkpoint after every epoch that resumes exactly.
+ReduceLROnPlateau, an EMA of the weights (validated and saved), early stopping, a wall-clock
+budget and a checkpoint after every epoch that resumes exactly.
 """
 
 from __future__ import annotations
