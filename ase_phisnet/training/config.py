@@ -45,6 +45,10 @@ class OptimConfig:
     ``lr_decay_factor``/``lr_patience``: ReduceLROnPlateau on the validation loss.
     ``early_stopping_patience``: epochs without validation improvement before stopping.
     ``max_time_minutes``: wall-clock budget of this run (a resumed run gets a fresh budget).
+    ``select_on``: the validation records whose loss chooses the saved epoch and drives the
+    schedule and early stopping: ``"all"`` (every file's validation part) or ``"main"`` (the
+    main dataset's only, so that far-from-equilibrium ``extra_data`` train but do not choose;
+    energy stage only).
     """
 
     optimizer: Literal["adamw", "amsgrad"] = "adamw"
@@ -61,8 +65,11 @@ class OptimConfig:
     max_time_minutes: float | None = None
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
+    select_on: Literal["all", "main"] = "all"
 
     def __post_init__(self):
+        if self.select_on not in ("all", "main"):
+            raise ValueError(f"select_on must be 'all' or 'main', got {self.select_on!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.dtype not in DTYPES:

@@ -293,15 +293,23 @@ def train_energy(config: TrainConfig, progress: bool = True):
         loss = config.loss.energy * e + config.loss.forces * f
         return loss, float(e.detach()), float(f.detach())
 
+    n_main_validation = len(parts["validation"][0][1])  # the main file's come first
+
     def validation_metrics(module):
         positions, energy_ref, forces_ref = data["validation"]
         energy, forces = predicted_energy_forces(module, z, positions.to(dtype),
                                                  cache["validation"], create_graph=False)
-        loss, _, _ = terms(energy.detach(), forces.detach(), energy_ref, forces_ref)
-        energy_mae = float((energy.detach().double() - energy_ref).abs().mean())
-        forces_mae = float((forces.detach().double() - forces_ref).abs().mean())
-        return float(loss), {"energy_mae_meV": 1000 * Hartree * energy_mae,
-                             "forces_mae_meV_per_A": 1000 * Hartree / Bohr * forces_mae}
+        energy, forces = energy.detach(), forces.detach()
+        chosen = slice(None) if opt.select_on == "all" else slice(0, n_main_validation)
+        loss, _, _ = terms(energy[chosen], forces[chosen], energy_ref[chosen],
+                           forces_ref[chosen])
+        metrics = {}
+        for name, rows in (("", slice(None)), ("main_", slice(0, n_main_validation))):
+            energy_mae = float((energy[rows].double() - energy_ref[rows]).abs().mean())
+            forces_mae = float((forces[rows].double() - forces_ref[rows]).abs().mean())
+            metrics[f"{name}energy_mae_meV"] = 1000 * Hartree * energy_mae
+            metrics[f"{name}forces_mae_meV_per_A"] = 1000 * Hartree / Bohr * forces_mae
+        return float(loss), metrics
 
     domain = TrainingDomain.from_geometries(z.numpy(), train_positions.numpy() * Bohr)
     start = time.perf_counter()

@@ -221,6 +221,9 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
 
     rank, world = _distributed()
     opt = config.optim
+    if opt.select_on != "all":
+        raise ValueError("optim.select_on: main is implemented for the energy stage only "
+                         "(model.remainder: message_passing with init_from)")
     dtype = getattr(torch, opt.dtype)
 
     dataset = HamiltonianDataset(config.dataset)

@@ -91,6 +91,34 @@ def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
     torch.testing.assert_close(cached.jacobian, expected.jacobian, rtol=0, atol=1e-10)
 
 
+def test_selection_on_the_main_validation_split(small_potential, tmp_path):
+    """optim.select_on: main computes the validation loss on the main file's validation
+    records only, with extra data beside them: the same first epoch (same seed) scores
+    differently than on all records, and the main-only MAEs are recorded either way."""
+    matrices, data = small_potential("H2O")
+    losses = {}
+    for select_on in ("all", "main"):
+        values = energy_config(data, tmp_path / select_on, matrices).to_dict()
+        values["split"] = {"n_train": 8, "n_validation": 3, "n_test": 0, "seed": 0}
+        values["extra_data"] = [{"dataset": str(data), "split": {
+            "n_train": 4, "n_validation": 6, "n_test": 0, "seed": 5}}]
+        values["optim"].update(max_epochs=1, select_on=select_on)
+        result = train(TrainConfig.from_dict(values), progress=False)
+        first = result.history[0]
+        assert first["validation_main_forces_mae_meV_per_A"] > 0
+        losses[select_on] = first["validation_loss"]
+    assert abs(losses["main"] - losses["all"]) > 1e-6 * losses["all"]
+
+
+def test_select_on_main_is_refused_in_matrix_training(small_potential, tmp_path):
+    _, data = small_potential("H2O")
+    values = energy_config(data, tmp_path / "run", None).to_dict()
+    values["model"], values["loss"] = {}, {"hamiltonian": 1.0}
+    values["optim"]["select_on"] = "main"
+    with pytest.raises(ValueError, match="select_on: main is implemented for the energy"):
+        train(TrainConfig.from_dict(values), progress=False)
+
+
 def test_remainder_learns_with_the_matrices_frozen(trained):
     matrices, _, folder, result = trained
     history = result.history
