@@ -50,7 +50,10 @@ def lowest_orbital_energies(hamiltonian, overlap, n_orbitals: int) -> torch.Tens
 def scaled_square_error(prediction, reference, sigma, huber_delta: float = 0.0):
     """``mean(x^2)`` of the scaled error ``x = (prediction - reference) / sigma``; with
     ``huber_delta > 0`` the square is ``2 huber(x, huber_delta)`` (linear beyond delta)."""
-    scaled = (prediction - reference) / sigma
+    return _mean_square((prediction - reference) / sigma, huber_delta)
+
+
+def _mean_square(scaled, huber_delta: float):
     if huber_delta > 0:
         return 2 * torch.nn.functional.huber_loss(scaled, torch.zeros_like(scaled),
                                                   delta=huber_delta)
@@ -60,8 +63,8 @@ def scaled_square_error(prediction, reference, sigma, huber_delta: float = 0.0):
 def _scaled_error(prediction, reference, sigma, huber_delta: float = 0.0):
     """``mean(x^2) + mean|x|`` of the scaled error ``x = (prediction - reference) / sigma``;
     with ``huber_delta > 0`` the square is ``2 huber(x, huber_delta)`` (linear beyond delta)."""
-    return (scaled_square_error(prediction, reference, sigma, huber_delta)
-            + ((prediction - reference) / sigma).abs().mean())
+    scaled = (prediction - reference) / sigma
+    return _mean_square(scaled, huber_delta) + scaled.abs().mean()
 
 
 def compute_loss(model, batch: MatrixData, weights, scales: dict[str, float]):
