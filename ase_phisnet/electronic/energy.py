@@ -103,6 +103,8 @@ class EnergyPrediction:
     energy_eh: torch.Tensor  # ([B,])
     matrices: dict[str, torch.Tensor]  # ([B,] nao, nao) in PySCF AO order
     solution: ClosedShellSolution
+    #: ``([B,] A, X)`` the electronic atom features a message-passing remainder took, if any.
+    features: torch.Tensor | None = None
 
 
 def n_occupied_orbitals(atomic_numbers, charge: int) -> int:

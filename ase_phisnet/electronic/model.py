@@ -378,6 +378,7 @@ def predict_energy(model: PhiSNetModel, atomic_numbers: torch.Tensor,
                     if model.config.electronic_features else None)
         prediction.energy_eh = prediction.energy_eh + model.remainder_energy(
             atomic_numbers, positions_bohr, features)
+        prediction.features = features
     return prediction
 
 

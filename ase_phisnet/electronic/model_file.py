@@ -7,7 +7,10 @@ data's domain (:class:`~ase_phisnet.core.domain.TrainingDomain`, under ``"domain
 
 Format versions: 2 stores the matrix network's weights under ``network.`` and the learned
 remainder's under ``remainder.``; version 1 files (one flat module, the remainder as
-``energy_mlp.`` and ``element_energy_eh``) are read and mapped onto version 2. A config field
+``energy_mlp.`` and ``element_energy_eh``) are read and mapped onto version 2. Version 3 adds
+the bounds of a message-passing remainder's electronic features (``remainder.feature_lower``,
+``remainder.feature_upper``); older files had none and are read with infinite bounds, so they
+compute what they always did. A config field
 that a file does not record had, when the file was written, the value in
 :data:`UNRECORDED_FIELDS` (the defaults of that time), not today's default.
 """
@@ -24,8 +27,8 @@ from ase_phisnet.core.errors import ModelFileError
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 
 MODEL_FORMAT = "ase-phisnet-model"
-MODEL_FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+MODEL_FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 #: ModelConfig fields added after files were written, with the value such a file meant.
 UNRECORDED_FIELDS = {"matrices": ("hamiltonian", "overlap", "core_hamiltonian"),
@@ -77,9 +80,16 @@ def training_domain(meta: dict) -> TrainingDomain | None:
 
 
 def upgraded_state_dict(state: dict, version: int) -> dict:
-    """A state dict in version 2's layout (module docstring)."""
-    if version >= 2:
+    """A state dict in the current version's layout (module docstring)."""
+    if version >= 3:
         return state
+    if version == 2:
+        upgraded = dict(state)
+        if "remainder.feature_mean" in state:  # unbounded features, as version 2 computed
+            mean = state["remainder.feature_mean"]
+            upgraded["remainder.feature_lower"] = torch.full_like(mean, -float("inf"))
+            upgraded["remainder.feature_upper"] = torch.full_like(mean, float("inf"))
+        return upgraded
     renamed = {}
     for key, value in state.items():
         if key.startswith("energy_mlp."):

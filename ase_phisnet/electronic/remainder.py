@@ -25,6 +25,23 @@ with the features standardized per element and the output in units of the traini
 spread ``sigma_E``; ``mu``, ``sigma`` and ``sigma_E`` are set from the training data
 (:meth:`MessagePassingRemainder.set_statistics`) and saved with the weights. It is an MLIP of
 its own, so the matrices can stay frozen while it learns the energy.
+
+The standardized features are bounded before they enter the network. Each element's feature
+``k`` keeps its value on ``[l, u]``, its training range widened by :data:`FEATURE_MARGIN_STD`
+training standard deviations on each side, and saturates smoothly beyond it
+(:func:`soft_clip`, width ``w =`` :data:`FEATURE_SATURATION_WIDTH_STD`):
+
+.. math::
+
+    \mathrm{clip}(z) = \min(\max(z, l), u) + w \tanh(a / w) - w \tanh(b / w), \qquad
+    a = \max(z - u, 0), \quad b = \max(l - z, 0)
+
+which is the identity inside the range and twice continuously differentiable everywhere
+(``tanh`` has slope 1 and curvature 0 at 0), so forces and Hessians stay exact, and which never
+leaves ``[l - w, u + w]``. A geometry whose electronic structure lies far outside the training
+data (a spurious near-degenerate level at a compressed bond shifts a band-energy share by many
+spreads) then gives the network an input it has seen the edge of, not one it extrapolates to
+without bound; :meth:`MessagePassingRemainder.feature_excursions` says when that happens.
 """
 
 from __future__ import annotations
@@ -38,6 +55,23 @@ from ase_phisnet.nn.painn import DEFAULT_NORM_EPS, PaiNN
 
 RemainderName = Literal["atomwise", "message_passing"]
 REMAINDERS: tuple[str, ...] = get_args(RemainderName)
+#: Training standard deviations by which a feature's identity range extends its training range.
+FEATURE_MARGIN_STD = 1.0
+#: Width, in training standard deviations, over which a feature saturates beyond that range.
+FEATURE_SATURATION_WIDTH_STD = 1.0
+
+
+def soft_clip(values: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+              width: float) -> torch.Tensor:
+    """``values`` unchanged on ``[lower, upper]``, saturating smoothly to ``upper + width``
+    above and ``lower - width`` below (module docstring); bounds broadcast against ``values``
+    and may be infinite (no bound)."""
+    lower, upper = torch.broadcast_tensors(lower, upper, values)[:2]
+    # Selected, not subtracted: exact far outside, and slope 1 (not 2) exactly at a bound.
+    above = torch.where(values > upper, values - upper, 0.0)
+    below = torch.where(values < lower, lower - values, 0.0)
+    inside = torch.where(values > upper, upper, torch.where(values < lower, lower, values))
+    return inside + width * torch.tanh(above / width) - width * torch.tanh(below / width)
 
 
 class AtomwiseRemainder(nn.Module):
@@ -78,13 +112,18 @@ class MessagePassingRemainder(nn.Module):
         self.element_energy_eh = nn.Parameter(torch.zeros(num_elements))
         self.register_buffer("feature_mean", torch.zeros(num_elements, num_features))
         self.register_buffer("feature_std", torch.ones(num_elements, num_features))
+        # Bounds of the standardized features (module docstring); infinite until trained.
+        self.register_buffer("feature_lower",
+                             torch.full((num_elements, num_features), -float("inf")))
+        self.register_buffer("feature_upper",
+                             torch.full((num_elements, num_features), float("inf")))
         self.register_buffer("energy_scale_eh", torch.ones(()))
 
     @torch.no_grad()
     def set_statistics(self, species: torch.Tensor, features: torch.Tensor | None,
                        energy_scale_eh: float) -> None:
-        """Per-element mean and spread of ``features ((N, A, X), this molecule's training
-        geometries)`` and the output scale ``energy_scale_eh``."""
+        """Per-element mean, spread and bounds (module docstring) of ``features ((N, A, X),
+        this molecule's training geometries)`` and the output scale ``energy_scale_eh``."""
         if energy_scale_eh <= 0:
             raise ValueError(f"energy_scale_eh must be positive, got {energy_scale_eh}")
         self.energy_scale_eh.fill_(float(energy_scale_eh))
@@ -98,16 +137,35 @@ class MessagePassingRemainder(nn.Module):
             self.feature_std[element] = torch.where(spread > 1e-8, spread,
                                                     torch.ones_like(spread)).to(
                                                         self.feature_std.dtype)
+            standardized = (values - self.feature_mean[element]) / self.feature_std[element]
+            self.feature_lower[element] = standardized.min(0).values - FEATURE_MARGIN_STD
+            self.feature_upper[element] = standardized.max(0).values + FEATURE_MARGIN_STD
+
+    def standardized_features(self, species: torch.Tensor,
+                              features: torch.Tensor) -> torch.Tensor:
+        """``([B,] A, X)``: ``features`` standardized per element, before bounding."""
+        if features is None or features.shape[-1] != self.num_features:
+            raise ValueError(f"this remainder needs ({self.num_features},) electronic "
+                             "features per atom")
+        return (features - self.feature_mean[species]) / self.feature_std[species]
+
+    @torch.no_grad()
+    def feature_excursions(self, species: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``([B,] A, X)``: how far each feature lies beyond the range the network takes as it
+        is (``[l, u]`` of the module docstring), in training standard deviations; zero inside,
+        positive where the network sees it saturated."""
+        z = self.standardized_features(species, features.to(self.feature_mean.dtype))
+        return torch.maximum((z - self.feature_upper[species]).clamp(min=0),
+                             (self.feature_lower[species] - z).clamp(min=0))
 
     def forward(self, species: torch.Tensor, positions_bohr: torch.Tensor,
                 features: torch.Tensor | None = None) -> torch.Tensor:
         """``species (A,)`` long, ``positions_bohr ([B,] A, 3)``, ``features ([B,] A, X)``
         (required when ``num_features > 0``); returns ``([B,])`` Eh."""
         if self.num_features:
-            if features is None or features.shape[-1] != self.num_features:
-                raise ValueError(f"this remainder needs ({self.num_features},) electronic "
-                                 "features per atom")
-            features = (features - self.feature_mean[species]) / self.feature_std[species]
+            features = soft_clip(self.standardized_features(species, features),
+                                 self.feature_lower[species], self.feature_upper[species],
+                                 FEATURE_SATURATION_WIDTH_STD)
         per_atom = self.painn(species, positions_bohr, features)
         return (self.energy_scale_eh * per_atom + self.element_energy_eh[species]).sum(-1)
 

@@ -42,6 +42,7 @@ from ase_phisnet.core.errors import (
 )
 from ase_phisnet.core.integrals import OverlapIntegrals
 from ase_phisnet.electronic.energy import n_occupied_orbitals
+from ase_phisnet.electronic.features import FEATURE_NAMES
 from ase_phisnet.electronic.model import PhiSNetModel, energy_and_forces, hessian
 from ase_phisnet.electronic.model_file import load_model_file, training_domain
 from ase_phisnet.electronic.observables import (
@@ -120,7 +121,8 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         basis: Optional basis the caller expects; a mismatch with the model is an error.
         strict: A geometry outside the model's training domain (another composition, or an
             element pair's distance outside its training range by more than
-            ``domain_tolerance_ang``) is an :class:`OutsideTrainingDomainError` instead of an
+            ``domain_tolerance_ang``, or an electronic feature beyond the range the energy
+            network takes unchanged) is an :class:`OutsideTrainingDomainError` instead of an
             :class:`OutsideTrainingDomainWarning` (warned once per kind of problem).
         domain_tolerance_ang: How far (Å) a pair distance may leave its training range.
     """
@@ -194,8 +196,27 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         """Warn once per kind of problem, or raise with ``strict``, outside the domain."""
         if self.training_domain is None:
             return
-        problems = self.training_domain.violations(atoms.numbers, atoms.positions,
-                                                   self.domain_tolerance_ang)
+        self._report_domain_problems(self.training_domain.violations(
+            atoms.numbers, atoms.positions, self.domain_tolerance_ang))
+
+    def _check_features(self, atoms, features: torch.Tensor | None) -> None:
+        """Warn (or raise, strict) where an electronic feature leaves the range the energy
+        network takes unchanged (:mod:`ase_phisnet.electronic.remainder`: it saturates there)."""
+        if features is None:
+            return
+        species = self.model.species(torch.as_tensor(atoms.numbers, device=features.device))
+        excursions = self.model.remainder.feature_excursions(species, features.detach())
+        outside = torch.nonzero(excursions > 0).tolist()
+        if not outside:
+            return
+        atom, feature = max(outside, key=lambda index: float(excursions[tuple(index)]))
+        self._report_domain_problems([
+            f"electronic feature {FEATURE_NAMES[feature]} of atom {atom} ({atoms.symbols[atom]})"
+            f" is {float(excursions[atom, feature]):.2f} training standard deviations beyond the "
+            f"range the energy network takes unchanged ({len(outside)} feature(s) of the "
+            "molecule are; the network sees them saturated)"])
+
+    def _report_domain_problems(self, problems: list[str]) -> None:
         if not problems:
             return
         message = ("geometry outside the model's training domain (the model extrapolates): "
@@ -220,6 +241,7 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
                                                    self.parameters.charge)
         except PhiSNetError as error:
             raise CalculationFailed(str(error)) from error
+        self._check_features(self.atoms, prediction.features)
 
         def numpy(tensor):
             return tensor.detach().double().cpu().numpy()

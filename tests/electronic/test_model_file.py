@@ -1,5 +1,5 @@
-"""Model files: weights beside JSON metadata round-trip, version-1 files are mapped onto
-version 2, and corrupt, foreign, future or mismatched files raise ModelFileError naming the
+"""Model files: weights beside JSON metadata round-trip, version-1 and version-2 files are
+mapped onto version 3, and corrupt, foreign, future or mismatched files raise ModelFileError naming the
 problem."""
 
 import dataclasses
@@ -62,7 +62,7 @@ def test_round_trip_keeps_config_weights_dtype_and_metadata(tmp_path, dtype):
     loaded, meta = load_model_file(path)
     assert loaded.config == model.config
     assert_same_state(loaded, model)
-    assert meta["format"] == MODEL_FORMAT and meta["format_version"] == 2
+    assert meta["format"] == MODEL_FORMAT and meta["format_version"] == 3
     assert meta["training"] == {"seed": 3} and training_domain(meta) == domain
     assert training_domain({"format": MODEL_FORMAT}) is None
     for key, value in outputs(model).items():
@@ -89,6 +89,22 @@ def test_version_1_files_are_mapped_onto_version_2(tmp_path):
     (tmp_path / "old.pt.json").write_text(json.dumps(
         {"format": MODEL_FORMAT, "format_version": 1, "config": model.config.to_dict()}))
     assert_same_state(load_model(path), model)
+
+
+def test_version_2_files_have_unbounded_electronic_features(tmp_path):
+    """Version 2 stored no feature bounds: its files load with infinite ones, so the remainder
+    takes every feature unchanged, as it did when they were written."""
+    model = PhiSNetModel(ModelConfig(basis="def2-svp", elements=("H", "O"), **SMALL,
+                                     remainder="message_passing", energy_model="none")).double()
+    state = {key: value for key, value in model.state_dict().items()
+             if key not in ("remainder.feature_lower", "remainder.feature_upper")}
+    path = tmp_path / "v2.pt"
+    torch.save({"format": MODEL_FORMAT, "format_version": 2, "state_dict": state}, path)
+    (tmp_path / "v2.pt.json").write_text(json.dumps(
+        {"format": MODEL_FORMAT, "format_version": 2, "config": model.config.to_dict()}))
+    remainder = load_model(path).remainder
+    assert bool((remainder.feature_lower == -float("inf")).all())
+    assert bool((remainder.feature_upper == float("inf")).all())
 
 
 def test_fields_a_file_does_not_record_take_their_values_of_that_time(tmp_path):
@@ -149,7 +165,7 @@ def test_missing_files_are_clear_errors(tmp_path, saved):
     ("[1, 2]", r"not an ase-phisnet model \(format 'list'\)"),
     (json.dumps({"format": "other"}), r"not an ase-phisnet model \(format 'other'\)"),
     (json.dumps({"format": MODEL_FORMAT, "format_version": 99}),
-     r"model format version 99; this ase_phisnet reads versions \(1, 2\)"),
+     r"model format version 99; this ase_phisnet reads versions \(1, 2, 3\)"),
 ])
 def test_corrupt_foreign_and_future_metadata_are_clear_errors(saved, text, message):
     path, _, meta_path = saved

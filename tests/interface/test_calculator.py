@@ -384,6 +384,29 @@ def test_geometry_outside_training_data_warns_once_per_kind(small_potential):
         fresh.get_potential_energy()
 
 
+def test_electronic_features_beyond_their_bounds_are_outside_the_domain():
+    """A feature the energy network sees saturated is outside the training data: a warning
+    naming the feature, atom and distance; an error with strict. Water's shipped file predates
+    feature bounds (they are infinite), so narrow ones are set here."""
+    from ase_phisnet.electronic.model_file import load_model
+    from ase_phisnet.interface.calculator import resolve_model_path
+
+    model = load_model(resolve_model_path("water-pbe-def2svp"))
+    assert bool(torch.isinf(model.remainder.feature_upper).all())
+    with torch.no_grad():
+        model.remainder.feature_lower.fill_(-0.01)
+        model.remainder.feature_upper.fill_(0.01)
+    atoms = molecule("H2O")
+    atoms.calc = PhiSNetCalculator(model=model)
+    with pytest.warns(OutsideTrainingDomainWarning,
+                      match=r"electronic feature (population|band_energy_eh)_[spd] of atom \d "
+                            r"\((H|O)\) is \d+\.\d+ training standard deviations beyond"):
+        assert np.isfinite(atoms.get_potential_energy())
+    atoms.calc = PhiSNetCalculator(model=model, strict=True)
+    with pytest.raises(OutsideTrainingDomainError, match="electronic feature"):
+        atoms.get_potential_energy()
+
+
 def test_model_without_a_domain_is_not_checked(small_potential):
     from ase_phisnet.electronic.model_file import load_model
 
