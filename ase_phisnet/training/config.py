@@ -14,6 +14,7 @@ Example (``configs/water_example.yaml`` in the repository documents every key)::
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,6 +50,11 @@ class OptimConfig:
     schedule and early stopping: ``"all"`` (every file's validation part) or ``"main"`` (the
     main dataset's only, so that far-from-equilibrium ``extra_data`` train but do not choose;
     energy stage only).
+    ``feature_noise``: energy stage with electronic features only. Gaussian noise added to every
+    training batch's features, with a standard deviation of this many training spreads of
+    each feature (per element; 0: none). The features come from predicted matrices, which
+    are noisier on new geometries than on the training ones. The noise teaches the remainder
+    to weigh a feature by how reliable it is, not to read it exactly.
     """
 
     optimizer: Literal["adamw", "amsgrad"] = "adamw"
@@ -66,8 +72,12 @@ class OptimConfig:
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
     select_on: Literal["all", "main"] = "all"
+    feature_noise: float = 0.0
 
     def __post_init__(self):
+        if not (self.feature_noise >= 0 and math.isfinite(self.feature_noise)):
+            raise ValueError(f"feature_noise must be a finite number >= 0, got "
+                             f"{self.feature_noise!r}")
         if self.select_on not in ("all", "main"):
             raise ValueError(f"select_on must be 'all' or 'main', got {self.select_on!r}")
         if self.optimizer not in OPTIMIZERS:

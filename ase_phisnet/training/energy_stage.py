@@ -24,7 +24,10 @@ stay what matrix training made them: PBE's H, not one bent to fit energies.
 The loss is ``w_E <((E - E_ref) / sigma_E)^2> + w_F <((F - F_ref) / sigma_F)^2>`` with the
 spreads of the training residuals ``E_ref - E_0`` and ``F_ref - F_0`` (so both terms are
 dimensionless), each square a Huber function of the scaled error beyond ``loss.huber_delta``
-when that is set (far-from-equilibrium geometries then pull with a bounded gradient); AdamW,
+when that is set (far-from-equilibrium geometries then pull with a bounded gradient). With
+``optim.feature_noise`` each training batch's features ``x`` get Gaussian noise of that many
+training spreads (the Jacobian ``J`` stays the cached one: the noise shifts the point at which
+the remainder is read, not how the features move with the geometry). AdamW,
 ReduceLROnPlateau, an EMA of the weights (validated and saved), early stopping, a wall-clock
 budget and a checkpoint after every epoch that resumes exactly.
 """
@@ -324,8 +327,15 @@ def train_energy(config: TrainConfig, progress: bool = True):
         sums = np.zeros(2)
         for first in range(0, len(order), opt.batch_size):
             index = order[first:first + opt.batch_size]
+            cached = cache["train"].subset(index)
+            if opt.feature_noise and cached.features is not None:
+                spread = model.remainder.feature_std[species].double()
+                noise = torch.randn(cached.features.shape, generator=generator,
+                                    dtype=torch.float64)
+                cached = dataclasses.replace(
+                    cached, features=cached.features + opt.feature_noise * spread * noise)
             energy, forces = predicted_energy_forces(
-                model, z, train_positions[index].to(dtype), cache["train"].subset(index), True)
+                model, z, train_positions[index].to(dtype), cached, True)
             loss, e, f = terms(energy, forces, train_energy[index], train_forces[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -224,6 +224,9 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
     if opt.select_on != "all":
         raise ValueError("optim.select_on: main is implemented for the energy stage only "
                          "(model.remainder: message_passing with init_from)")
+    if opt.feature_noise:
+        raise ValueError("optim.feature_noise is implemented for the energy stage only "
+                         "(model.remainder: message_passing with electronic features)")
     dtype = getattr(torch, opt.dtype)
 
     dataset = HamiltonianDataset(config.dataset)

@@ -4,6 +4,8 @@ result is one model file whose calculator forces are -dE/dR."""
 
 import shutil
 
+import math
+
 import pytest
 import torch
 
@@ -117,6 +119,42 @@ def test_select_on_main_is_refused_in_matrix_training(small_potential, tmp_path)
     values["optim"]["select_on"] = "main"
     with pytest.raises(ValueError, match="select_on: main is implemented for the energy"):
         train(TrainConfig.from_dict(values), progress=False)
+
+
+def test_feature_noise_changes_training_and_is_refused_in_matrix_training(small_potential,
+                                                                          tmp_path):
+    """optim.feature_noise perturbs the features the remainder trains on: the same seed's
+    first epoch ends elsewhere than without noise, and its records are finite. Matrix
+    training, which has no cached features, refuses the option."""
+    matrices, data = small_potential("H2O")
+    losses = {}
+    for noise in (0.0, 0.5):
+        values = energy_config(data, tmp_path / f"noise{noise}", matrices).to_dict()
+        values["model"]["electronic_features"] = True
+        values["optim"].update(max_epochs=1, feature_noise=noise)
+        result = train(TrainConfig.from_dict(values), progress=False)
+        losses[noise] = result.history[0]["train_forces"]
+    assert all(math.isfinite(loss) for loss in losses.values())
+    assert abs(losses[0.5] - losses[0.0]) > 1e-6 * losses[0.0]
+    values = energy_config(data, tmp_path / "matrices", None).to_dict()
+    values["model"], values["loss"] = {}, {"hamiltonian": 1.0}
+    values["optim"]["feature_noise"] = 0.5
+    with pytest.raises(ValueError, match="feature_noise is implemented for the energy stage"):
+        train(TrainConfig.from_dict(values), progress=False)
+
+
+def test_the_trained_remainder_bounds_its_features_around_the_training_ones(trained):
+    """Energy training sets finite feature bounds, saved with the weights, that hold every
+    training geometry's features inside the range the network takes unchanged."""
+    _, data, folder, result = trained
+    model = load_model(result.best_model_path).double()
+    stored = torch.load(folder / "run" / energy_stage.CACHE, weights_only=True)
+    features = energy_stage.CachedElectronic(*stored["train"]).features
+    remainder = model.remainder
+    assert bool(torch.isfinite(remainder.feature_lower).all()
+                and torch.isfinite(remainder.feature_upper).all())
+    species = model.species(torch.as_tensor(HamiltonianDataset(data)[0].atomic_numbers))
+    assert float(remainder.feature_excursions(species, features).max()) == 0.0
 
 
 def test_remainder_learns_with_the_matrices_frozen(trained):
