@@ -16,7 +16,10 @@ its H and occupied orbital-energy errors against PBE, how much of its force flow
 electronic features (RMS next to the remainder's direct geometric force), and for each
 candidate electronic term (``Tr[P H]``, PhiSNet's ``E_nuc + 1/2 Tr[P (H_core + H)]``) the
 spread of its error (predicted against reference matrices) next to the total energy's spread:
-an electronic term is only worth adding to the energy when that ratio is well below one.
+an electronic term is only worth adding to the energy when that ratio is well below one. And
+how far its electronic features lie from the same features of the reference matrices, in
+training spreads, with the share of held-out geometries where one is saturated (beyond the
+range the remainder takes unchanged).
 
 Reproduce (water; ~1.5 CPU-hours in all):
 
@@ -175,6 +178,42 @@ def electronic_term_noise(model, data, n_occupied) -> dict:
     return result
 
 
+def electronic_feature_noise(model, data, n_occupied) -> dict:
+    """How far the potential's electronic features (from its predicted matrices) lie from the
+    same features of the reference matrices, per element and feature: the std and mean of the
+    difference in training spreads of the feature (the remainder's standardization), and the
+    share of geometries with a feature beyond the range the remainder takes unchanged."""
+    from ase.data import chemical_symbols
+
+    from ase_phisnet.electronic.features import FEATURE_NAMES
+
+    z = torch.as_tensor(data["z"])
+    positions = torch.as_tensor(data["positions_bohr"], dtype=torch.float64)
+    overlap = torch.as_tensor(data["overlap"])
+    remainder, species = model.remainder, model.species(z)
+    with torch.no_grad():
+        out = model.double()(z, positions)
+        predicted = solve_closed_shell(out["hamiltonian"], out["overlap"], n_occupied,
+                                       derivative_order=1)
+        reference = solve_closed_shell(torch.as_tensor(data["hamiltonian"]), overlap,
+                                       n_occupied, derivative_order=1)
+        x_predicted = model.electronic_features(z, predicted, out["overlap"])
+        difference = (remainder.standardized_features(species, x_predicted)
+                      - remainder.standardized_features(
+                          species, model.electronic_features(z, reference, overlap)))
+        saturated = remainder.feature_excursions(species, x_predicted).amax((-1, -2)) > 0
+    result = {"share_of_geometries_with_a_saturated_feature": float(saturated.double().mean())}
+    for element in species.unique().tolist():
+        atoms = species == element
+        symbol = chemical_symbols[int(z[atoms][0])]
+        result[symbol] = {name: {"std_spreads": float(difference[:, atoms, k].std()),
+                                 "mean_spreads": float(difference[:, atoms, k].mean())}
+                          for k, name in enumerate(FEATURE_NAMES)
+                          if float(remainder.feature_std[element, k]) != 1.0
+                          or float(difference[:, atoms, k].abs().max()) > 0}
+    return result
+
+
 def train_sgdml(train, validation, sigmas=(10, 20, 30, 50, 70)) -> tuple[dict, dict]:
     """sGDML on exactly the training geometries (eV, Å), kernel width by validation force MAE;
     returns the chosen model and a record of the search (CPU seconds included)."""
@@ -265,6 +304,9 @@ def main() -> None:
     results["one_potential"] = entry
     results["electronic_term_noise_heldout"] = electronic_term_noise(potential, sets["heldout"],
                                                                      n_occupied)
+    if potential.config.electronic_features:
+        results["electronic_feature_noise_heldout"] = electronic_feature_noise(
+            potential, sets["heldout"], n_occupied)
     for variant in args.variant:
         name, _, path = variant.partition("=")
         model, variant_meta = load_model_file(path)
