@@ -55,6 +55,8 @@ class OptimConfig:
     each feature (per element; 0: none). The features come from predicted matrices, which
     are noisier on new geometries than on the training ones. The noise teaches the remainder
     to weigh a feature by how reliable it is, not to read it exactly.
+    ``cache_workers``: energy stage only. The number of processes, one thread each, that
+    compute the cached electronic terms before training.
     """
 
     optimizer: Literal["adamw", "amsgrad"] = "adamw"
@@ -73,8 +75,13 @@ class OptimConfig:
     device: str = "auto"
     select_on: Literal["all", "main"] = "all"
     feature_noise: float = 0.0
+    cache_workers: int = 1
 
     def __post_init__(self):
+        if isinstance(self.cache_workers, bool) or not isinstance(self.cache_workers, int) \
+                or self.cache_workers < 1:
+            raise ValueError(f"cache_workers must be a whole number >= 1, got "
+                             f"{self.cache_workers!r}")
         if not (self.feature_noise >= 0 and math.isfinite(self.feature_noise)):
             raise ValueError(f"feature_noise must be a finite number >= 0, got "
                              f"{self.feature_noise!r}")

@@ -11,8 +11,9 @@ where the matrix network is taken from a trained model (``init_from``) and never
 so the electronic term ``E_el``, the prior and the electronic atom features ``x(R)``
 (:mod:`ase_phisnet.electronic.features`) are fixed functions of the geometry. They are computed
 once per distinct training geometry together with their position derivatives
-(:func:`cache_electronic`: ``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``), and
-training needs no eigensolver in the loop. The forces of the composed energy are exactly
+(:func:`cache_electronic`: ``E_0``, ``F_0 = -dE_0/dR`` and the Jacobian ``J = dx/dR``; in
+``optim.cache_workers`` processes of one thread each), and training needs no eigensolver in
+the loop. The forces of the composed energy are exactly
 
 .. math::
 
@@ -199,14 +200,49 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
     return copy
 
 
-def _cache_parts(model, atomic_numbers, part_list, progress) -> CachedElectronic:
-    """The cache of the concatenated parts, each distinct part computed once (an oversampled
-    part enters ``part_list`` several times as the same object)."""
-    computed: dict[int, CachedElectronic] = {}
-    for part in part_list:
-        if id(part) not in computed:
-            computed[id(part)] = cache_electronic(model, atomic_numbers, part[1], progress)
-    return CachedElectronic.concatenate([computed[id(part)] for part in part_list])
+def _cache_all(model, config: TrainConfig, atomic_numbers,
+               parts: dict[str, list], progress: bool) -> dict[str, CachedElectronic]:
+    """The cache of each list of ``parts`` (its parts' caches concatenated), every distinct
+    part computed once (an oversampled part enters a list several times as the same object),
+    spread over ``optim.cache_workers`` processes."""
+    distinct = {}
+    for part_list in parts.values():
+        for part in part_list:
+            distinct.setdefault(id(part), part)
+    positions = torch.cat([part[1] for part in distinct.values()])
+    workers = min(config.optim.cache_workers, len(positions))
+    if workers <= 1:
+        computed = cache_electronic(model, atomic_numbers, positions, progress)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        logger.info("electronic terms of %d geometries in %d processes", len(positions),
+                    workers)
+        chunks = positions.tensor_split(workers)
+        # spawn, not fork: a forked child inherits torch's and OpenMP's thread state
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pieces = list(pool.map(_cache_in_worker, [config.to_dict()] * workers,
+                                   [atomic_numbers] * workers, chunks))
+        computed = CachedElectronic.concatenate(pieces)
+    offsets = np.cumsum([0] + [len(part[1]) for part in distinct.values()])
+    per_part = {key: computed.subset(slice(int(offsets[i]), int(offsets[i + 1])))
+                for i, key in enumerate(distinct)}
+    return {name: CachedElectronic.concatenate([per_part[id(part)] for part in part_list])
+            for name, part_list in parts.items()}
+
+
+def _cache_in_worker(config_values: dict, atomic_numbers, positions_bohr) -> CachedElectronic:
+    """:func:`cache_electronic` in a worker process, on one thread, with the frozen part of the
+    model that ``config_values`` (a :class:`TrainConfig` as a dict) trains."""
+    torch.set_num_threads(1)
+    config = TrainConfig.from_dict(config_values)
+    dataset = HamiltonianDataset(config.dataset)
+    try:
+        model = _model_for_energy(config, dataset)
+    finally:
+        dataset.close()
+    return cache_electronic(model, atomic_numbers, positions_bohr)
 
 
 def _load_part(dataset, indices):
@@ -257,7 +293,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
         stored = torch.load(cache_path, weights_only=True)
         cache = {name: CachedElectronic(*stored[name]) for name in data}
     else:
-        cache = {name: _cache_parts(model, z, part, progress) for name, part in parts.items()}
+        cache = _cache_all(model, config, z, parts, progress)
         torch.save({name: dataclasses.astuple(c) for name, c in cache.items()}, cache_path)
     dtype = getattr(torch, opt.dtype)
 

@@ -227,6 +227,9 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
     if opt.feature_noise:
         raise ValueError("optim.feature_noise is implemented for the energy stage only "
                          "(model.remainder: message_passing with electronic features)")
+    if opt.cache_workers != 1:
+        raise ValueError("optim.cache_workers is used by the energy stage only (it computes "
+                         "the cached electronic terms); matrix training has none")
     dtype = getattr(torch, opt.dtype)
 
     dataset = HamiltonianDataset(config.dataset)

@@ -22,6 +22,7 @@ TRAINING_CONFIGS = sorted(str(p) for p in CONFIGS.glob("*.yaml")
         ({"optim": {"dtype": "float16"}}, "dtype must be one of"),
         ({"optim": {"select_on": "best"}}, "select_on must be 'all' or 'main'"),
         ({"optim": {"feature_noise": -0.1}}, "feature_noise must be a finite number >= 0"),
+        ({"optim": {"cache_workers": 0}}, "cache_workers must be a whole number >= 1"),
         ({"optim": {"learing_rate": 1.0}}, "unknown keys in 'optim'"),
         ({"loss": {"hamiltonian": -1.0}}, "loss weights"),
         ({"loss": {"virtual_orbitals": 1.5}}, "virtual_orbitals must be a whole number"),

@@ -2,9 +2,9 @@
 model's forces, the remainder learns while the matrices stay unchanged, runs resume, and the
 result is one model file whose calculator forces are -dE/dR."""
 
-import shutil
-
+import dataclasses
 import math
+import shutil
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ from ase_phisnet.electronic.model_file import load_model
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training import energy_stage
 from ase_phisnet.training.energy_stage import (
-    _cache_parts,
+    _cache_all,
     _model_for_energy,
     cache_electronic,
     predicted_energy_forces,
@@ -71,10 +71,12 @@ def test_cached_forces_are_the_composed_models_forces(small_potential, energy_mo
 
 def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
     """extra_data[].repeat enters a part several times as the same object: its electronic terms
-    are computed once and repeated, in the order of the parts."""
+    are computed once and repeated, in the order of the parts, also where another list (the
+    validation parts) holds it."""
     matrices, data = small_potential("H2O")
     dataset = HamiltonianDataset(data)
-    model = _model_for_energy(energy_config(data, "unused", matrices), dataset)
+    config = energy_config(data, "unused", matrices)
+    model = _model_for_energy(config, dataset)
     records = [dataset[i] for i in range(3)]
     z = torch.as_tensor(records[0].atomic_numbers)
     positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
@@ -86,11 +88,36 @@ def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
         return cache_electronic(model, atomic_numbers, positions_bohr, progress)
 
     monkeypatch.setattr(energy_stage, "cache_electronic", counted)
-    cached = _cache_parts(model, z, [once, twice, twice], progress=False)
-    assert calls == [1, 2]
-    expected = cache_electronic(model, z, positions[[0, 1, 2, 1, 2]])
-    torch.testing.assert_close(cached.energy_eh, expected.energy_eh, rtol=0, atol=1e-12)
-    torch.testing.assert_close(cached.jacobian, expected.jacobian, rtol=0, atol=1e-10)
+    cached = _cache_all(model, config, z, {"train": [once, twice, twice],
+                                           "validation": [twice]}, progress=False)
+    assert calls == [3]
+    for name, rows in (("train", [0, 1, 2, 1, 2]), ("validation", [1, 2])):
+        expected = cache_electronic(model, z, positions[rows])
+        torch.testing.assert_close(cached[name].energy_eh, expected.energy_eh, rtol=0,
+                                   atol=1e-12)
+        torch.testing.assert_close(cached[name].jacobian, expected.jacobian, rtol=0,
+                                   atol=1e-10)
+
+
+def test_cache_workers_compute_the_same_cache_in_processes(small_potential, tmp_path):
+    """optim.cache_workers: 2 spreads the geometries over two spawned processes, each rebuilding
+    the frozen model from the config; their cache is the one process's (float64, the same
+    operations on the same inputs, compared to rounding)."""
+    matrices, data = small_potential("H2O")
+    values = energy_config(data, tmp_path / "run", matrices).to_dict()
+    values["optim"]["cache_workers"] = 2
+    config = TrainConfig.from_dict(values)
+    dataset = HamiltonianDataset(data)
+    model = _model_for_energy(config, dataset)
+    records = [dataset[i] for i in range(5)]
+    z = torch.as_tensor(records[0].atomic_numbers)
+    positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
+    parts = {"train": [(z, positions[:3])], "validation": [(z, positions[3:])]}
+    cached = _cache_all(model, config, z, parts, progress=False)
+    for name, rows in (("train", slice(0, 3)), ("validation", slice(3, 5))):
+        expected = cache_electronic(model, z, positions[rows])
+        for got, want in zip(dataclasses.astuple(cached[name]), dataclasses.astuple(expected)):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_selection_on_the_main_validation_split(small_potential, tmp_path):
