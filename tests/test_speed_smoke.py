@@ -40,6 +40,9 @@ def test_quick_run_writes_consistent_results(tmp_path):
         for dtype in ("float64", "float32"):
             assert 0 < entry[f"ours_{dtype}_net_s"] < 60
             split = entry[f"split_{dtype}_net_s"]
-            assert all(0 < split[k] for k in ("network_forward", "eigensolver_energy",
-                                              "backward"))
+            # timed parts are positive; network_* are differences of two medians timed
+            # apart, which another process's load can push below zero: only finite
+            assert all(0 < split[k] for k in ("model_forward", "eigensolver_energy", "backward",
+                                              "integrals_forward", "integrals_backward"))
+            assert all(math.isfinite(split[k]) for k in ("network_forward", "network_backward"))
         assert math.isfinite(entry["peak_memory_float64_mib"])
