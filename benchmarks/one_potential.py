@@ -271,6 +271,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=MODEL",
                         help="a further potential evaluated like --potential (repeatable)")
     parser.add_argument("--no-sgdml", action="store_true")
+    parser.add_argument("--sgdml-sigmas", type=int, nargs="+", default=[10, 20, 30, 50, 70],
+                        help="sGDML kernel widths to choose from on the validation split (each "
+                             "is one training; the cost grows as n_train^3)")
     parser.add_argument("--out", required=True, help="output stem: OUT.json and OUT.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -324,7 +327,7 @@ def main() -> None:
     if not args.no_sgdml:
         train = records_of(dataset, split.train)
         validation = records_of(dataset, split.validation)
-        model, search = train_sgdml(train, validation)
+        model, search = train_sgdml(train, validation, tuple(args.sgdml_sigmas))
         results["sgdml"] = {**sgdml_entry(model, sets), **search}
     dataset.close()
     heldout.close()
