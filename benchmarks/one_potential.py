@@ -209,8 +209,7 @@ def electronic_feature_noise(model, data, n_occupied) -> dict:
         result[symbol] = {name: {"std_spreads": float(difference[:, atoms, k].std()),
                                  "mean_spreads": float(difference[:, atoms, k].mean())}
                           for k, name in enumerate(FEATURE_NAMES)
-                          if float(remainder.feature_std[element, k]) != 1.0
-                          or float(difference[:, atoms, k].abs().max()) > 0}
+                          if bool(x_predicted[:, atoms, k].any())}  # not a shell it lacks
     return result
 
 

@@ -357,6 +357,9 @@ def train_energy(config: TrainConfig, progress: bool = True):
     stop_reason = "max_epochs"
     if state["stale_epochs"] >= opt.early_stopping_patience:
         stop_reason = "early stopping"
+    # optim.feature_noise in each atom's feature units: that many training spreads
+    noise_scale = (opt.feature_noise * model.remainder.feature_std[species].double()
+                   if opt.feature_noise and cache["train"].features is not None else None)
     while state["epoch"] < opt.max_epochs and stop_reason != "early stopping":
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_energy), generator=generator)
@@ -364,12 +367,11 @@ def train_energy(config: TrainConfig, progress: bool = True):
         for first in range(0, len(order), opt.batch_size):
             index = order[first:first + opt.batch_size]
             cached = cache["train"].subset(index)
-            if opt.feature_noise and cached.features is not None:
-                spread = model.remainder.feature_std[species].double()
+            if noise_scale is not None:
                 noise = torch.randn(cached.features.shape, generator=generator,
                                     dtype=torch.float64)
-                cached = dataclasses.replace(
-                    cached, features=cached.features + opt.feature_noise * spread * noise)
+                cached = dataclasses.replace(cached,
+                                             features=cached.features + noise_scale * noise)
             energy, forces = predicted_energy_forces(
                 model, z, train_positions[index].to(dtype), cached, True)
             loss, e, f = terms(energy, forces, train_energy[index], train_forces[index])
