@@ -48,8 +48,7 @@ class OptimConfig:
     ``max_time_minutes``: wall-clock budget of this run (a resumed run gets a fresh budget).
     ``select_on``: the validation records whose loss chooses the saved epoch and drives the
     schedule and early stopping: ``"all"`` (every file's validation part) or ``"main"`` (the
-    main dataset's only, so that far-from-equilibrium ``extra_data`` train but do not choose;
-    energy stage only).
+    main dataset's only, so that far-from-equilibrium ``extra_data`` train but do not choose).
     ``feature_noise``: energy stage with electronic features only. Gaussian noise added to every
     training batch's features, with a standard deviation of this many training spreads of
     each feature (per element; 0: none). The features come from predicted matrices whose

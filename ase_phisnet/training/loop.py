@@ -221,9 +221,6 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
 
     rank, world = _distributed()
     opt = config.optim
-    if opt.select_on != "all":
-        raise ValueError("optim.select_on: main is implemented for the energy stage only "
-                         "(model.remainder: message_passing with init_from)")
     if opt.feature_noise:
         raise ValueError("optim.feature_noise is implemented for the energy stage only "
                          "(model.remainder: message_passing with electronic features)")
@@ -259,7 +256,9 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
         extra_dataset.close()
     # The integrals (S, H_core, the baseline) depend on the geometry alone: once per geometry
     train_data = with_exact_matrices(concatenate(train_parts), model)
-    valid_data = with_exact_matrices(concatenate(valid_parts), model)
+    # select_on: main validates on the main file's records alone; the extra files train only
+    chosen_valid = valid_parts if opt.select_on == "all" else valid_parts[:1]
+    valid_data = with_exact_matrices(concatenate(chosen_valid), model)
     logger.info("%d training (repeats counted) and %d validation geometries from %d file(s)",
                 len(train_data), len(valid_data), 1 + len(config.extra_data))
     # The main file sets the loss scales: extra files (hot, stretched bonds) would widen the

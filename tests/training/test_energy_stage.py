@@ -139,13 +139,23 @@ def test_selection_on_the_main_validation_split(small_potential, tmp_path):
     assert abs(losses["main"] - losses["all"]) > 1e-6 * losses["all"]
 
 
-def test_select_on_main_is_refused_in_matrix_training(small_potential, tmp_path):
+def test_matrix_training_selects_on_the_main_validation_split(small_potential, tmp_path):
+    """Matrix training with optim.select_on: main scores each epoch on the main file's
+    validation records alone: with an extra file beside it, the same first epoch (same seed,
+    same training records) scores differently than on every file's validation records."""
     _, data = small_potential("H2O")
-    values = energy_config(data, tmp_path / "run", None).to_dict()
-    values["model"], values["loss"] = {}, {"hamiltonian": 1.0}
-    values["optim"]["select_on"] = "main"
-    with pytest.raises(ValueError, match="select_on: main is implemented for the energy"):
-        train(TrainConfig.from_dict(values), progress=False)
+    losses = {}
+    for select_on in ("all", "main"):
+        values = energy_config(data, tmp_path / select_on, None).to_dict()
+        values["model"], values["loss"] = {}, {"hamiltonian": 1.0}
+        values["split"] = {"n_train": 8, "n_validation": 3, "n_test": 0, "seed": 0}
+        values["extra_data"] = [{"dataset": str(data), "split": {
+            "n_train": 4, "n_validation": 6, "n_test": 0, "seed": 5}}]
+        values["optim"].update(max_epochs=1, select_on=select_on)
+        result = train(TrainConfig.from_dict(values), progress=False)
+        losses[select_on] = result.history[0]["validation_loss"]
+    assert math.isfinite(losses["main"])
+    assert abs(losses["main"] - losses["all"]) > 1e-6 * losses["all"]
 
 
 def test_feature_noise_changes_training_and_is_refused_in_matrix_training(small_potential,
