@@ -52,7 +52,12 @@ from ase_phisnet.electronic.features import (
     ao_atom_shell_index,
     electronic_atom_features,
 )
-from ase_phisnet.electronic.priors import PAIR_REPULSIONS, PairRepulsionName, pair_repulsion_eh
+from ase_phisnet.electronic.priors import (
+    DEFAULT_CUTOFF_SCALE,
+    PAIR_REPULSIONS,
+    PairRepulsionName,
+    pair_repulsion_eh,
+)
 from ase_phisnet.electronic.remainder import REMAINDERS, RemainderName, build_remainder
 from ase_phisnet.nn.network import NetworkConfig, PhiSNet
 from ase_phisnet.nn.painn import DEFAULT_NORM_EPS
@@ -110,6 +115,9 @@ class ModelConfig(NetworkConfig):
         pair_repulsion: ``"zbl"`` adds a fixed short-range screened nuclear repulsion
             (:mod:`ase_phisnet.electronic.priors`): a wall where atoms come closer than a bond,
             which the data do not reach; ``"none"`` adds nothing.
+        pair_repulsion_cutoff_scale: Where the prior ends, as a fraction of the pair's covalent
+            radii sum (0.75: below the data, away from equilibrium bonds, whose curvature an
+            edge at the bond length disturbs).
     """
 
     matrices: tuple[str, ...] = ("hamiltonian",)
@@ -127,6 +135,7 @@ class ModelConfig(NetworkConfig):
     remainder_cutoff_bohr: float = 9.0
     remainder_norm_eps: float = DEFAULT_NORM_EPS
     pair_repulsion: PairRepulsionName = "none"
+    pair_repulsion_cutoff_scale: float = DEFAULT_CUTOFF_SCALE
 
     def __post_init__(self):
         super().__post_init__()  # the network's fields
@@ -149,6 +158,9 @@ class ModelConfig(NetworkConfig):
         if self.pair_repulsion not in PAIR_REPULSIONS:
             raise ValueError(f"pair_repulsion must be one of {PAIR_REPULSIONS}, got "
                              f"{self.pair_repulsion!r}")
+        if not 0.0 < self.pair_repulsion_cutoff_scale <= 1.5:
+            raise ValueError("pair_repulsion_cutoff_scale is a fraction of the covalent radii "
+                             f"sum in (0, 1.5], got {self.pair_repulsion_cutoff_scale}")
         if self.energy_hidden < 1:
             raise ValueError(f"energy_hidden must be positive, got {self.energy_hidden}")
         if self.energy_model == "none" and self.remainder != "message_passing":
@@ -298,7 +310,7 @@ class PhiSNetModel(nn.Module):
             z = atomic_numbers.to(positions_bohr.device)
             distances = (positions_bohr[..., dst, :] - positions_bohr[..., src, :]).norm(dim=-1)
             energy = energy + pair_repulsion_eh(self.config.pair_repulsion, z[src], z[dst],
-                                                distances)
+                                                distances, self.config.pair_repulsion_cutoff_scale)
         outputs["remainder_energy_eh"] = energy
         return outputs
 
@@ -429,12 +441,12 @@ def predict_energies_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
 
 def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
     """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
-    ``exact_overlap``, ``exact_core_hamiltonian``, ``energy_model``, ``pair_repulsion``, and
-    ``matrices`` narrowed to a subset (the dropped heads' weights are left out). Anything else
+    ``exact_overlap``, ``exact_core_hamiltonian``, ``energy_model``, ``pair_repulsion`` (and its
+    cutoff scale), and ``matrices`` narrowed to a subset (the dropped heads' weights are left out). Anything else
     would need weights the model does not have. A new energy model or pair repulsion zeroes the
     element energies, which training then refits."""
     allowed = {"exact_overlap", "exact_core_hamiltonian", "energy_model", "pair_repulsion",
-               "matrices"}
+               "pair_repulsion_cutoff_scale", "matrices"}
     if set(changes) - allowed:
         raise ValueError(f"only {sorted(allowed)} can change on a trained model; got "
                          f"{sorted(set(changes) - allowed)}")
@@ -451,8 +463,8 @@ def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
     state = {k: v for k, v in model.state_dict().items()
              if not any(k.startswith(f"network.heads.{name}.") for name in dropped)}
     copy.load_state_dict(state)
-    if (config.energy_model, config.pair_repulsion) != (model.config.energy_model,
-                                                        model.config.pair_repulsion):
+    energy_settings = ("energy_model", "pair_repulsion", "pair_repulsion_cutoff_scale")
+    if any(getattr(config, k) != getattr(model.config, k) for k in energy_settings):
         with torch.no_grad():  # constants of the old energy model; training refits them
             copy.remainder.element_energy_eh.zero_()
     return copy

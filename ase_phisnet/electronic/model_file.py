@@ -34,7 +34,8 @@ READABLE_VERSIONS = (1, 2, 3)
 UNRECORDED_FIELDS = {"matrices": ("hamiltonian", "overlap", "core_hamiltonian"),
                      "exact_overlap": False, "exact_core_hamiltonian": False,
                      "baseline": "none", "energy_model": "phisnet", "remainder": "atomwise",
-                     "pair_repulsion": "none", "remainder_norm_eps": 1e-8}
+                     "pair_repulsion": "none", "remainder_norm_eps": 1e-8,
+                     "pair_repulsion_cutoff_scale": 1.0}
 
 
 def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:

@@ -151,7 +151,7 @@ def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSN
         # the remainder is new: its settings are config.model's or today's defaults, never
         # those recorded in the matrices' file
         values = {k: v for k, v in matrices.config.to_dict().items()
-                  if not k.startswith("remainder_")}
+                  if not k.startswith(("remainder_", "pair_repulsion"))}
         values.update(config.model)
     else:
         from ase.data import chemical_symbols

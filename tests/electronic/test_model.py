@@ -36,8 +36,10 @@ CASES = {
                           "exact_core_hamiltonian": False,
                           "matrices": ("hamiltonian", "core_hamiltonian")},
     # band-structure energy with the ZBL prior (the geometry below is compressed into it)
+    # (cutoff at the full covalent radii sum, so the squeezed water test geometry is inside it)
     "band_structure_zbl": {"exact_overlap": True, "matrices": ("hamiltonian",),
-                           "energy_model": "band_structure", "pair_repulsion": "zbl"},
+                           "energy_model": "band_structure", "pair_repulsion": "zbl",
+                           "pair_repulsion_cutoff_scale": 1.0},
     # the network learns H - H_core over the exact core Hamiltonian
     "core_baseline": {"exact_overlap": True, "matrices": ("hamiltonian",),
                       "energy_model": "band_structure", "baseline": "core"},
@@ -116,7 +118,7 @@ def test_energy_invariant_forces_and_matrices_covariant(case, dtype):
     z, positions = water_bohr()
     reference, forces = energy_and_forces(model, z, positions)
     if case == "band_structure_zbl":
-        assert float(zbl_repulsion_eh(z, positions)) > 1e-3  # the prior takes part
+        assert float(zbl_repulsion_eh(z, positions, cutoff_scale=1.0)) > 1e-3  # it takes part
     shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
     for element, g in group_elements(3).items():
         moved, moved_forces = energy_and_forces(model, z, positions @ g.T + shift)
@@ -271,6 +273,8 @@ def test_config_validates():
         ModelConfig(remainder="gnn")
     with pytest.raises(ValueError, match="pair_repulsion must be one of"):
         ModelConfig(pair_repulsion="lj")
+    with pytest.raises(ValueError, match="pair_repulsion_cutoff_scale is a fraction"):
+        ModelConfig(pair_repulsion="zbl", pair_repulsion_cutoff_scale=0.0)
     with pytest.raises(ValueError, match="baseline must be one of"):
         ModelConfig(baseline="sap_only")
     with pytest.raises(ValueError, match="sap_basis must be one of"):

@@ -12,6 +12,7 @@ from ase.units import Bohr
 from scipy.spatial.transform import Rotation
 
 from ase_phisnet.electronic.priors import (
+    DEFAULT_CUTOFF_SCALE,
     pair_switch,
     zbl_pair_energy_eh,
     zbl_repulsion_eh,
@@ -43,12 +44,13 @@ def test_value_at_one_bohr_matches_the_published_formula():
     x = 1.0 / a
     phi = (0.1818 * math.exp(-3.2 * x) + 0.5099 * math.exp(-0.9423 * x)
            + 0.2802 * math.exp(-0.4029 * x) + 0.02817 * math.exp(-0.2016 * x))
-    u = Bohr / (covalent_radii[6] + covalent_radii[8])
-    switch = 1 - 28 * u**6 + 48 * u**7 - 21 * u**8
-    expected = 48.0 * phi * switch
-    value = float(zbl_pair_energy_eh(torch.tensor(6), torch.tensor(8),
-                                     torch.tensor(1.0, dtype=DTYPE)))
-    assert value == pytest.approx(expected, rel=2e-3)  # the paper's 4-digit constants
+    for scale in (0.75, 1.0):
+        u = Bohr / (scale * (covalent_radii[6] + covalent_radii[8]))
+        switch = 1 - 28 * u**6 + 48 * u**7 - 21 * u**8
+        expected = 48.0 * phi * switch
+        value = float(zbl_pair_energy_eh(torch.tensor(6), torch.tensor(8),
+                                         torch.tensor(1.0, dtype=DTYPE), cutoff_scale=scale))
+        assert value == pytest.approx(expected, rel=2e-3)  # the paper's 4-digit constants
 
 
 def test_switch_falls_from_one_to_zero_with_two_vanishing_derivatives():
@@ -64,25 +66,35 @@ def test_switch_falls_from_one_to_zero_with_two_vanishing_derivatives():
     assert abs(float(first.detach())) < 1e-12 and abs(float(second)) < 1e-10
 
 
-def test_zero_beyond_the_covalent_radii_sum_with_finite_gradients():
-    r_c = (covalent_radii[1] + covalent_radii[8]) / Bohr
+@pytest.mark.parametrize("scale", [DEFAULT_CUTOFF_SCALE, 1.0])
+def test_zero_beyond_the_cutoff_with_finite_gradients(scale):
+    r_c = scale * (covalent_radii[1] + covalent_radii[8]) / Bohr
     r = torch.tensor([r_c, r_c * 1.5, 30.0], dtype=DTYPE, requires_grad=True)
-    energy = zbl_pair_energy_eh(torch.tensor(1), torch.tensor(8), r)
+    energy = zbl_pair_energy_eh(torch.tensor(1), torch.tensor(8), r, cutoff_scale=scale)
     (gradient,) = torch.autograd.grad(energy.sum(), r)
     assert bool((energy == 0).all()) and bool((gradient == 0).all())  # a where(): exact zeros
     inside = zbl_pair_energy_eh(torch.tensor(1), torch.tensor(8),
-                                torch.tensor(0.8 * r_c, dtype=DTYPE))
+                                torch.tensor(0.8 * r_c, dtype=DTYPE), cutoff_scale=scale)
     assert float(inside) > 0
 
 
-def test_a_normal_molecule_feels_almost_nothing_a_compressed_one_a_wall():
-    atoms = molecule("CH3CH2OH")
+@pytest.mark.parametrize("name", ["H2O", "CH3CH2OH"])
+def test_no_prior_near_equilibrium_bonds_and_a_wall_for_compressed_ones(name):
+    """With the default cutoff no pair of a molecule with every bond compressed by 15 % (beyond
+    500 K thermal motion) feels the prior, so energies, forces and Hessians near equilibrium are
+    the learned ones alone; at 60 % of every distance the wall holds a few eV."""
+    atoms = molecule(name)
     z = torch.tensor(atoms.numbers)
-    relaxed = float(zbl_repulsion_eh(z, torch.tensor(atoms.positions / Bohr, dtype=DTYPE)))
-    assert relaxed < 1e-3  # Eh; bonds sit at about the covalent radii sum
+    center = atoms.positions.mean(axis=0)
+    for factor in (1.0, 0.85):
+        positions = torch.tensor((center + factor * (atoms.positions - center)) / Bohr,
+                                 dtype=DTYPE, requires_grad=True)
+        energy = zbl_repulsion_eh(z, positions)
+        (gradient,) = torch.autograd.grad(energy, positions)
+        assert float(energy.detach()) == 0.0 and bool((gradient == 0).all())  # exact zeros
     squeezed = float(zbl_repulsion_eh(z, torch.tensor(0.6 * atoms.positions / Bohr,
                                                       dtype=DTYPE)))
-    assert squeezed > 0.1  # a few eV against a bond collapse
+    assert squeezed > 0.1  # Eh: a few eV against a bond collapse
 
 
 def test_forces_match_finite_differences():
