@@ -9,7 +9,8 @@ on), in one run:
   ``benchmarks/one_potential/water_mlip.yaml``), in the same CPU budget;
 - sGDML (``pip install -e ".[sgdml]"``) trained here on exactly the potential's training
   geometries (the main file's training split and those of its extra files: for water 800
-  thermal and 240 bond-stretched), its kernel width chosen on the thermal validation split.
+  thermal and 240 bond-stretched; for ethanol ~1,150, which needs ~8 GB for the kernel), its
+  kernel width chosen on the thermal validation split.
 
 Each: energy MAE, force MAE (per component), the largest per-atom force error (norm of the
 error vector), on the test split, the held-out set and the extra files' test records (far from
@@ -86,7 +87,9 @@ def records_of(dataset: HamiltonianDataset, positions) -> dict[str, np.ndarray]:
 
 
 def concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Records of several files of the same molecule as one set."""
+    """Records of several files of the same molecule (same atoms in the same order) as one set."""
+    if any(not np.array_equal(part["z"], parts[0]["z"]) for part in parts):
+        raise ValueError("the data files hold different molecules or atom orders")
     return {key: parts[0][key] if key == "z" else np.concatenate([p[key] for p in parts])
             for key in parts[0]}
 

@@ -441,10 +441,10 @@ def predict_energies_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
 
 def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
     """A copy of ``model`` with ``changes`` to its :class:`ModelConfig` that keep its weights:
-    ``exact_overlap``, ``exact_core_hamiltonian``, ``energy_model``, ``pair_repulsion`` (and its
-    cutoff scale), and ``matrices`` narrowed to a subset (the dropped heads' weights are left out). Anything else
-    would need weights the model does not have. A new energy model or pair repulsion zeroes the
-    element energies, which training then refits."""
+    ``exact_overlap``, ``exact_core_hamiltonian``, ``energy_model``, ``pair_repulsion`` and its
+    cutoff scale, and ``matrices`` narrowed to a subset (the dropped heads' weights are left
+    out). Anything else would need weights the model does not have. A new energy model or pair
+    repulsion zeroes the element energies, which training then refits."""
     allowed = {"exact_overlap", "exact_core_hamiltonian", "energy_model", "pair_repulsion",
                "pair_repulsion_cutoff_scale", "matrices"}
     if set(changes) - allowed:

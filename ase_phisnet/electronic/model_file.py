@@ -25,17 +25,29 @@ import torch
 from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.core.errors import ModelFileError
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
+from ase_phisnet.electronic.priors import DEFAULT_CUTOFF_SCALE
 
 MODEL_FORMAT = "ase-phisnet-model"
 MODEL_FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
-#: ModelConfig fields added after files were written, with the value such a file meant.
+#: ModelConfig fields added after files were written, with the value such a file meant
+#: (:func:`recorded_config` applies them).
 UNRECORDED_FIELDS = {"matrices": ("hamiltonian", "overlap", "core_hamiltonian"),
                      "exact_overlap": False, "exact_core_hamiltonian": False,
                      "baseline": "none", "energy_model": "phisnet", "remainder": "atomwise",
                      "pair_repulsion": "none", "remainder_norm_eps": 1e-8,
                      "pair_repulsion_cutoff_scale": 1.0}
+
+
+def recorded_config(values: dict) -> ModelConfig:
+    """The :class:`ModelConfig` a file or checkpoint recorded as ``values``: a field it predates
+    takes the value of its time (:data:`UNRECORDED_FIELDS`), except the prior's cutoff scale
+    where the file had no prior (the scale changes nothing there, so today's default)."""
+    completed = {**UNRECORDED_FIELDS, **values}
+    if completed["pair_repulsion"] == "none" and "pair_repulsion_cutoff_scale" not in values:
+        completed["pair_repulsion_cutoff_scale"] = DEFAULT_CUTOFF_SCALE
+    return ModelConfig.from_dict(completed)
 
 
 def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:
@@ -109,7 +121,7 @@ def load_model_file(path, map_location="cpu") -> tuple[PhiSNetModel, dict]:
     path = os.fspath(path)
     meta = read_metadata(path)
     try:
-        config = ModelConfig.from_dict({**UNRECORDED_FIELDS, **meta["config"]})
+        config = recorded_config(meta["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path}.json: invalid model config ({error})") from None
     training_domain(meta)  # a corrupt domain fails here, not at the first calculation

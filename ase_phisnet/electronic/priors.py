@@ -25,11 +25,10 @@ Hessians are continuous. ``r_c = s (R_i + R_j)``, a fraction ``s`` (``cutoff_sca
 the prior acts only where a pair is much closer than a bond, the region where a learned energy has
 no data and, without it, may have no wall (the band-structure energy model carries no nuclear
 repulsion). A covalent radii sum is the length of a typical bond, so with ``s = 1`` every bond at
-equilibrium sits at the switch's edge, where the third derivative jumps and the curvature changes
-fast: a learned energy that has to cancel that shows it in its Hessian (measured on water: the
-analytic symmetric-stretch curvature 0.6 % off central differences at 0.01 Å, 14 cm⁻¹).
-``s = 0.75`` puts ``r_c`` below the thermal and bond-stretched data (O–H 0.73 Å, C–H 0.80 Å,
-C–C 1.14 Å); files written before ``s`` was a setting used ``s = 1``. The molecule's prior is
+equilibrium sits at the switch's edge, where the prior's curvature grows from zero within a few
+hundredths of an Ångström and the learned energy has to cancel it inside the data; ``s = 0.75``
+puts ``r_c`` below the thermal and bond-stretched data (O–H 0.73 Å, C–H 0.80 Å, C–C 1.14 Å).
+Files written before ``s`` was a setting used ``s = 1``. The molecule's prior is
 ``sum_{i<j} E_ij``.
 """
 

@@ -142,6 +142,16 @@ def predicted_energy_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
     return cached.energy_eh.to(positions.dtype) + remainder, forces
 
 
+def _cache_settings(model: PhiSNetModel, config: TrainConfig, data: dict) -> dict:
+    """What the cached frozen part depends on besides the geometries: the matrices' file, the
+    electronic term and features, the pair prior, and how many geometries each part holds."""
+    return {"init_from": config.init_from, "energy_model": model.config.energy_model,
+            "electronic_features": model.config.electronic_features,
+            "pair_repulsion": model.config.pair_repulsion,
+            "pair_repulsion_cutoff_scale": model.config.pair_repulsion_cutoff_scale,
+            "sizes": {name: len(part[1]) for name, part in data.items()}}
+
+
 def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSNetModel:
     """The model to train: the matrices of ``init_from`` with a fresh message-passing
     remainder (``config.model`` says its settings); or, for a plain MLIP (energy_model
@@ -289,12 +299,17 @@ def train_energy(config: TrainConfig, progress: bool = True):
             for name, part in parts.items()}
 
     cache_path = os.path.join(config.output_dir, CACHE)
-    if os.path.exists(cache_path):
-        stored = torch.load(cache_path, weights_only=True)
+    settings = _cache_settings(model, config, data)
+    stored = torch.load(cache_path, weights_only=True) if os.path.exists(cache_path) else None
+    if stored is not None and stored.get("settings") == settings:
         cache = {name: CachedElectronic(*stored[name]) for name in data}
     else:
+        if stored is not None:
+            logger.warning("%s was computed for other settings (%s, now %s); recomputing",
+                           cache_path, stored.get("settings"), settings)
         cache = _cache_all(model, config, z, parts, progress)
-        torch.save({name: dataclasses.astuple(c) for name, c in cache.items()}, cache_path)
+        torch.save({"settings": settings,
+                    **{name: dataclasses.astuple(c) for name, c in cache.items()}}, cache_path)
     dtype = getattr(torch, opt.dtype)
 
     train_positions, train_energy, train_forces = data["train"]

@@ -28,7 +28,7 @@ from ase_phisnet.core.errors import PhiSNetError
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
-from ase_phisnet.electronic.model_file import UNRECORDED_FIELDS, load_model, save_model
+from ase_phisnet.electronic.model_file import load_model, recorded_config, save_model
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import (
     MatrixData,
@@ -399,7 +399,7 @@ def load_checkpoint(checkpoint: dict, model, ema, optimizer, scheduler, generato
     recorded = checkpoint.get("model_config")
     if recorded is not None:  # settings added since take their values of that time
         try:
-            recorded = ModelConfig.from_dict({**UNRECORDED_FIELDS, **recorded}).to_dict()
+            recorded = recorded_config(recorded).to_dict()
         except (TypeError, ValueError) as error:
             raise PhiSNetError(
                 f"the checkpoint's model settings are not valid now: {error}") from error

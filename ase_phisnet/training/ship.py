@@ -256,7 +256,7 @@ def model_card(name, model, dataset, training, metrics, stages, generate_command
            f"{sum(p.numel() for p in model.remainder.parameters()):,} of the parameters"]
           if model.config.remainder == "message_passing" else []),
         *([f"- pair repulsion prior: {model.config.pair_repulsion.upper()} screened nuclear "
-           f"repulsion, switched off at {model.config.pair_repulsion_cutoff_scale:g} of each "
+           f"repulsion, switched off at {model.config.pair_repulsion_cutoff_scale:g}× each "
            "pair's covalent radii sum (`ase_phisnet.electronic.priors`)"]
           if model.config.pair_repulsion != "none" else []),
         "",

@@ -275,6 +275,8 @@ def test_config_validates():
         ModelConfig(pair_repulsion="lj")
     with pytest.raises(ValueError, match="pair_repulsion_cutoff_scale is a fraction"):
         ModelConfig(pair_repulsion="zbl", pair_repulsion_cutoff_scale=0.0)
+    with pytest.raises(ValueError, match="pair_repulsion_cutoff_scale is a fraction"):
+        ModelConfig(pair_repulsion="zbl", pair_repulsion_cutoff_scale=2.0)
     with pytest.raises(ValueError, match="baseline must be one of"):
         ModelConfig(baseline="sap_only")
     with pytest.raises(ValueError, match="sap_basis must be one of"):

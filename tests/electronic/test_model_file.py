@@ -20,6 +20,7 @@ from ase_phisnet.electronic.model_file import (
     load_model,
     load_model_file,
     read_metadata,
+    recorded_config,
     save_model,
     training_domain,
 )
@@ -120,10 +121,12 @@ def test_fields_a_file_does_not_record_take_their_values_of_that_time(tmp_path):
         del meta["config"][name]
     (tmp_path / "model.pt.json").write_text(json.dumps(meta))
     loaded = load_model(path)
-    # the PaiNN's soft-norm eps was 1e-8 before the field existed (today 1e-2), the ZBL prior
-    # ended at the full covalent radii sum (today 0.75 of it)
-    assert loaded.config == dataclasses.replace(model.config, remainder_norm_eps=1e-8,
-                                                pair_repulsion_cutoff_scale=1.0)
+    # the PaiNN's soft-norm eps was 1e-8 before the field existed (today 1e-2)
+    assert loaded.config == dataclasses.replace(model.config, remainder_norm_eps=1e-8)
+    # the ZBL prior ended at the full covalent radii sum (today 0.75 of it); without the prior
+    # the scale changes nothing and reads as today's
+    assert recorded_config({"pair_repulsion": "zbl"}).pair_repulsion_cutoff_scale == 1.0
+    assert recorded_config({}).pair_repulsion_cutoff_scale == 0.75
     assert set(loaded.heads) == {"hamiltonian", "overlap", "core_hamiltonian"}
     assert ModelConfig().baseline == "core_sap"  # what the fields mean today
     assert ModelConfig().remainder_norm_eps == 1e-2

@@ -258,3 +258,24 @@ def test_end_to_end_training_of_a_message_passing_model_is_refused(trained, tmp_
         "loss": {"energy": 1.0}, "optim": {"dtype": "float64", "max_epochs": 1}})
     with pytest.raises(ValueError, match="put remainder: message_passing under model"):
         train(config, progress=False)
+
+
+def test_a_cache_made_for_other_settings_is_recomputed(trained, tmp_path):
+    """The cache holds the frozen part's energies and forces, the pair prior included: a new
+    run in the folder with another prior recomputes it instead of training against the old
+    one. With the cutoff at 1.5x the covalent radii sum every O-H of thermal water is inside
+    the (positive) prior, so each cached energy rises."""
+    matrices, data, folder, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(folder / "run", run)
+    (run / CHECKPOINT).unlink()  # a new run, not a resume
+    before = torch.load(run / energy_stage.CACHE, weights_only=True)
+    values = energy_config(data, run, matrices, pair_repulsion="zbl",
+                           pair_repulsion_cutoff_scale=1.5).to_dict()
+    train(TrainConfig.from_dict({**values, "optim": {**values["optim"], "max_epochs": 1}}),
+          progress=False)
+    after = torch.load(run / energy_stage.CACHE, weights_only=True)
+    assert after["settings"]["pair_repulsion_cutoff_scale"] == 1.5
+    rise = (energy_stage.CachedElectronic(*after["train"]).energy_eh
+            - energy_stage.CachedElectronic(*before["train"]).energy_eh)
+    assert bool((rise > 1e-4).all())  # Eh
