@@ -402,18 +402,24 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, path: str) -> None:
+    """Energy and force MAE of each model on each set (log scale: they span decades)."""
     import matplotlib.pyplot as plt
 
     names = model_names(results)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    sets = [s for s in ("test", "heldout", "extra_test") if s in results["n_geometries"]]
+    width = 0.8 / len(sets)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for axis, key, label in ((axes[0], "energy_mae_mev", "energy MAE (meV)"),
                              (axes[1], "forces_mae_mev_per_ang", "force MAE (meV/Å)")):
-        for offset, split in ((-0.2, "test"), (0.2, "heldout")):
+        for index, split in enumerate(sets):
+            offset = (index - (len(sets) - 1) / 2) * width
             axis.bar(np.arange(len(names)) + offset, [results[n][split][key] for n in names],
-                     width=0.4, label=split)
-        axis.set_xticks(range(len(names)), names)
+                     width=width, label=f"{split} ({results['n_geometries'][split]})")
+        axis.set_xticks(range(len(names)), [n.replace("_", " ") for n in names],
+                        rotation=15)
+        axis.set_yscale("log")
         axis.set_ylabel(label)
-        axis.legend()
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
