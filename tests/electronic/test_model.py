@@ -333,6 +333,9 @@ def test_reconfigured_keeps_weights_and_refuses_new_ones():
     # a copied parameter: exact
     torch.testing.assert_close(same.remainder.element_energy_eh, model.remainder.element_energy_eh,
                                rtol=0, atol=0)
+    # another prior cutoff is another energy model too: its constants are refitted
+    rescaled = reconfigured(model, pair_repulsion_cutoff_scale=1.0)
+    assert not bool(rescaled.remainder.element_energy_eh.any())
     exact = reconfigured(model, exact_overlap=True, matrices=("hamiltonian", "core_hamiltonian"))
     with pytest.raises(ValueError, match="no trained head for it; exact_overlap"):
         reconfigured(exact, exact_overlap=False)

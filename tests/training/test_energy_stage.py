@@ -279,3 +279,21 @@ def test_a_cache_made_for_other_settings_is_recomputed(trained, tmp_path):
     rise = (energy_stage.CachedElectronic(*after["train"]).energy_eh
             - energy_stage.CachedElectronic(*before["train"]).energy_eh)
     assert bool((rise > 1e-4).all())  # Eh
+
+
+def test_the_prior_comes_from_the_energy_config_not_the_matrices_file(small_potential, tmp_path):
+    """The remainder and its prior are new in the energy stage: a matrices file that carries a
+    ZBL prior at the old full-radii cutoff hands on its matrices, not its prior."""
+    from ase_phisnet.electronic.model import reconfigured
+    from ase_phisnet.electronic.model_file import save_model
+
+    matrices, data = small_potential("H2O")
+    with_prior = tmp_path / "matrices_with_prior.pt"
+    save_model(reconfigured(load_model(matrices), pair_repulsion="zbl",
+                            pair_repulsion_cutoff_scale=1.0), with_prior)
+    dataset = HamiltonianDataset(data)
+    plain = _model_for_energy(energy_config(data, "unused", str(with_prior)), dataset)
+    assert plain.config.pair_repulsion == "none"
+    zbl = _model_for_energy(energy_config(data, "unused", str(with_prior), pair_repulsion="zbl"),
+                            dataset)
+    assert (zbl.config.pair_repulsion, zbl.config.pair_repulsion_cutoff_scale) == ("zbl", 0.75)
