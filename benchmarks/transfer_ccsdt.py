@@ -11,7 +11,7 @@ One command reproduces the table:
 2. CCSD(T)/def2-SVP energies and analytic forces (PySCF, all electrons) on those geometries,
    resumable (``ase_phisnet.data.highlevel``; ~2 s a geometry on one core).
 3. Fine-tuning (``ase_phisnet.training.transfer``): only the energy path beyond the matrices
-   (element energies, refitted by least squares, and the atomwise energy MLP) on CCSD(T) energies
+   (element energies, refitted by least squares, and the energy remainder) on CCSD(T) energies
    and forces; the predicted H, S and core H stay the PBE ones.
 4. Errors against CCSD(T) on the 50 test geometries for the fine-tuned model, the PBE model
    without fine-tuning, and PBE/def2-SVP itself (the dataset's own energies and forces). A

@@ -1,12 +1,14 @@
 """Transfer learning: fine-tune the energy path of a DFT-trained potential on a higher level.
 
-The model's energy is an electronic part plus ``sum_i (e_Z(i) + phi(x_i))``, e.g.
-``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...`` (:mod:`ase_phisnet.electronic.energy`). Fine-tuning on
-a few hundred coupled-cluster energies and forces keeps the network and its predicted matrices
-(still the DFT ones, so orbitals, charges and warm starts are unchanged) and trains only the *energy
-path beyond the matrices*: the element energies ``e_Z`` (first refitted by least squares to the new
-level's mean offset) and the atomwise MLP ``phi``. The correction learns ``E_high - E_DFT``, a
-smooth function of the geometry, which a small training set constrains.
+The model's energy is an electronic part (possibly none) plus a remainder
+``sum_i (e_Z(i) + phi_i)``, e.g. ``E = E_nuc + 1/2 Tr[P (H_core + H)] + ...``
+(:mod:`ase_phisnet.electronic.energy`), where ``phi`` is an atomwise MLP or a message-passing
+network of the geometry and the electronic features. Fine-tuning on a few hundred coupled-cluster
+energies and forces keeps the network and its predicted matrices (still the DFT ones, so
+orbitals, charges and warm starts are unchanged) and trains only the *energy path beyond the
+matrices*: the element energies ``e_Z`` (first refitted by least squares to the new level's mean
+offset) and ``phi``. The correction learns ``E_high - E_DFT``, a smooth function of the
+geometry, which a small training set constrains.
 
 Loss per batch, with ``sigma_E``, ``sigma_F`` the standard deviations of the training
 references: ``w_E (MSE_E / sigma_E^2 + MAE_E / sigma_E) + w_F (MSE_F / sigma_F^2 + MAE_F /
