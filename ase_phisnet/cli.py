@@ -69,6 +69,11 @@ def _add_generate(subparsers) -> None:
         "(e.g. 0.85 1.45), so the data reach the walls that MD may visit",
     )
     parser.add_argument(
+        "--angle-scale", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+        help="scale one bond angle per geometry by a factor drawn uniformly from [LOW, HIGH] "
+        "(e.g. 0.55 1.3), so the data reach close contacts of the atoms the angle joins",
+    )
+    parser.add_argument(
         "--rattle", type=float, default=0.0, metavar="SIGMA",
         help="add Gaussian displacements of SIGMA Å to every coordinate (e.g. 0.1), so the "
         "data reach the bent and stretched geometries that MD may visit",
@@ -94,6 +99,7 @@ def _run_generate(args) -> int:
         calculator=args.sampling_calculator, timestep_fs=args.timestep, stride=args.stride,
         equilibration_steps=args.equilibration_steps, quantum=args.quantum,
         bond_stretch=tuple(args.bond_stretch) if args.bond_stretch else None,
+        angle_scale=tuple(args.angle_scale) if args.angle_scale else None,
         rattle_ang=args.rattle, geometries_path=args.geometries,
     )
     if args.workers < 1:

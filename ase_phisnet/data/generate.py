@@ -70,6 +70,10 @@ def _sampler_recipe(config: SamplerConfig) -> dict:
         del recipe["bond_stretch"]
     else:
         recipe["bond_stretch"] = list(config.bond_stretch)
+    if config.angle_scale is None:
+        del recipe["angle_scale"]
+    else:
+        recipe["angle_scale"] = list(config.angle_scale)
     if config.rattle_ang == 0:
         del recipe["rattle_ang"]
     if config.geometries_path is None:

@@ -13,8 +13,9 @@ otherwise a cheap PySCF level), and one that reads geometries:
 * ``file``: the frames of a structure file that ASE reads (e.g. those
   ``ase-phisnet explore`` found where a model fails), ``n`` of them evenly spaced.
 
-Either can then stretch or compress one bond per geometry (``bond_stretch``) and displace every
-atom by Gaussian noise (``rattle_ang``): thermal sampling of a stiff bond or angle at any sensible
+Either can then stretch or compress one bond per geometry (``bond_stretch``), open or close one
+bond angle per geometry (``angle_scale``) and displace every atom by Gaussian noise
+(``rattle_ang``): thermal sampling of a stiff bond or angle at any sensible
 temperature stays close to equilibrium, but a learned potential is asked about longer and shorter
 bonds and wider and narrower angles as soon as its own errors heat a mode in MD. Data that reach
 there teach it the walls (the same reason DFTB fits its repulsive energy along bond scans, and
@@ -59,6 +60,11 @@ class SamplerConfig:
             uniformly from its covalent bonds) is scaled to ``U(low, high)`` times its sampled
             length by moving the fragment on one side of it (:func:`stretch_one_bond`); ``None``
             leaves the geometries thermal.
+        angle_scale: ``(low, high)``: in every geometry, one angle between two covalent bonds
+            of an atom (drawn uniformly among those not in a ring) is scaled to ``U(low, high)``
+            times its sampled value (at most 179°) by rotating the fragment on one side of it
+            (:func:`scale_angle`); ``None`` leaves the angles thermal. Applied after
+            ``bond_stretch``.
         rattle_ang: Standard deviation (Å) of independent Gaussian displacements of every
             Cartesian coordinate, added last; ``0`` adds none.
         geometries_path: Structure file read by the ``"file"`` sampler (all its frames; the
@@ -75,6 +81,7 @@ class SamplerConfig:
     stride: int = 20
     quantum: bool = False
     bond_stretch: tuple[float, float] | None = None
+    angle_scale: tuple[float, float] | None = None
     rattle_ang: float = 0.0
     geometries_path: str | None = None
 
@@ -86,6 +93,12 @@ class SamplerConfig:
                     <= self.bond_stretch[1]):
                 raise ValueError(f"bond_stretch must be (low, high) with 0 < low <= high, got "
                                  f"{self.bond_stretch}")
+        if self.angle_scale is not None:
+            object.__setattr__(self, "angle_scale", tuple(float(f) for f in self.angle_scale))
+            if (len(self.angle_scale) != 2 or not 0 < self.angle_scale[0]
+                    <= self.angle_scale[1]):
+                raise ValueError(f"angle_scale must be (low, high) with 0 < low <= high, got "
+                                 f"{self.angle_scale}")
         if self.rattle_ang < 0:
             raise ValueError(f"rattle_ang must be >= 0, got {self.rattle_ang}")
         if self.kind not in SAMPLER_KINDS:
@@ -188,10 +201,15 @@ def sample_geometries(atoms: Atoms, n: int, config: SamplerConfig, progress=True
 
 
 def _distort(atoms, geometries, config: SamplerConfig, stream: int) -> np.ndarray:
-    """Apply ``bond_stretch`` and ``rattle_ang`` (random streams numbered from ``stream``)."""
+    """Apply ``bond_stretch``, ``angle_scale`` and ``rattle_ang`` (random streams numbered
+    from ``stream``)."""
     if config.bond_stretch is not None:
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, stream]))
         geometries = np.stack([stretch_one_bond(atoms, g, config.bond_stretch, rng)
+                               for g in geometries])
+    if config.angle_scale is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, stream + 2]))
+        geometries = np.stack([scale_one_angle(atoms, g, config.angle_scale, rng)
                                for g in geometries])
     if config.rattle_ang > 0:
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, stream + 1]))
@@ -250,6 +268,62 @@ def scale_bond(atoms: Atoms, positions: np.ndarray, bond: tuple[int, int],
         moved[j] += 0.5 * shift
     else:
         moved[sorted(side)] += shift
+    return moved
+
+
+def bond_angles(atoms: Atoms) -> list[tuple[int, int, int]]:
+    """Angles ``(i, j, k)``, ``i < k``, between the covalent bonds ``j–i`` and ``j–k`` of the
+    central atom ``j`` that are not in a ring (cutting ``j–k`` separates ``k`` from ``j``)."""
+    bonds = covalent_bonds(atoms)
+    angles = []
+    for j in range(len(atoms)):
+        partners = sorted({a if b == j else b for a, b in bonds if j in (a, b)})
+        for index, i in enumerate(partners):
+            for k in partners[index + 1:]:
+                cut = [b for b in bonds if b != (min(j, k), max(j, k))]
+                if j not in _fragment(len(atoms), cut, k):
+                    angles.append((i, j, k))
+    return angles
+
+
+def scale_one_angle(atoms: Atoms, positions: np.ndarray, factor_range, rng) -> np.ndarray:
+    """``positions`` (N, 3) Å with one bond angle of ``atoms`` (drawn by ``rng`` from
+    :func:`bond_angles`) scaled by a factor drawn uniformly from ``factor_range``."""
+    angles = bond_angles(atoms)
+    if not angles:
+        raise ValueError("angle_scale needs a molecule with two covalent bonds on one atom "
+                         "outside a ring")
+    angle = angles[rng.integers(len(angles))]
+    return scale_angle(atoms, positions, angle, rng.uniform(*factor_range))
+
+
+def scale_angle(atoms: Atoms, positions: np.ndarray, angle: tuple[int, int, int],
+                factor: float) -> np.ndarray:
+    """``positions`` (N, 3) Å with the angle ``i–j–k`` of ``atoms`` scaled by ``factor``
+    (capped at 179°).
+
+    The fragment on ``k``'s side of the bond ``j–k`` rotates rigidly about the axis through
+    ``j`` normal to the plane of the angle (Rodrigues' formula), so no bond length changes and
+    no other angle at ``j`` outside that plane is the target; the angle must not be in a ring.
+    """
+    i, j, k = angle
+    a, b = positions[i] - positions[j], positions[k] - positions[j]
+    theta = np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
+    axis = np.cross(a, b)
+    if np.linalg.norm(axis) < 1e-10:  # linear: any direction normal to the bond
+        axis = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 * np.linalg.norm(a)
+                        else [0.0, 1.0, 0.0])
+    axis = axis / np.linalg.norm(axis)
+    delta = min(factor * theta, np.deg2rad(179.0)) - theta
+    cos, sin = np.cos(delta), np.sin(delta)
+    bonds = [b for b in covalent_bonds(atoms) if b != (min(j, k), max(j, k))]
+    side = sorted(_fragment(len(atoms), bonds, k))
+    if j in side:
+        raise ValueError(f"the angle {angle} is in a ring; it cannot be scaled alone")
+    moved = positions.copy()
+    r = positions[side] - positions[j]
+    moved[side] = (positions[j] + r * cos + np.cross(axis, r) * sin
+                   + np.outer(r @ axis, axis) * (1.0 - cos))
     return moved
 
 

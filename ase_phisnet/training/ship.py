@@ -198,6 +198,7 @@ def _data_lines(dataset, split, generate_command) -> list[str]:
     """What a data file holds, how it was made and how it was split (model card)."""
     sampler, planned = dataset.metadata.sampler, dataset.metadata.n_planned
     stretch, rattle = sampler.get("bond_stretch"), sampler.get("rattle_ang")
+    angle = sampler.get("angle_scale")
     if sampler["kind"] == "file":
         origin = f"frames of `{sampler['geometries_path']}`"
     else:
@@ -210,6 +211,8 @@ def _data_lines(dataset, split, generate_command) -> list[str]:
          "command resumes it)")
         + f", {origin}"
         + (f", one bond per geometry scaled by U({stretch[0]:g}, {stretch[1]:g})" if stretch
+           else "")
+        + (f", one bond angle per geometry scaled by U({angle[0]:g}, {angle[1]:g})" if angle
            else "")
         + (f", every coordinate rattled by N(0, {rattle:g}²) Å" if rattle else "")
         + f", PySCF {dataset.metadata.pyscf_version}",

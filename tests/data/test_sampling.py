@@ -158,9 +158,62 @@ def test_rattle_and_bond_stretch_add_to_the_thermal_geometries():
     assert np.all((longest > 1.29) & (longest < 1.41)) and np.allclose(shortest, 1, atol=1e-3)
 
 
+def test_scale_one_angle_changes_that_angle_and_no_bond_length():
+    """Ethanol: the drawn angle gets its factor, every covalent bond keeps its length (the far
+    fragment rotates rigidly about the central atom), and the draws cover many angles; ring
+    angles of benzene are never drawn."""
+    from ase.build import molecule
+
+    from ase_phisnet.data.sampling import bond_angles, covalent_bonds, scale_one_angle
+
+    atoms = molecule("CH3CH2OH")
+    angles, bonds = bond_angles(atoms), covalent_bonds(atoms)
+    assert len(angles) == 13  # 6 at each carbon minus none in a ring, 1 at O
+    before = atoms.get_all_distances()
+    rng = np.random.default_rng(0)
+    changed = set()
+    for _ in range(40):
+        moved = atoms.copy()
+        moved.positions = scale_one_angle(atoms, atoms.positions, (0.6, 1.2), rng)
+        after = moved.get_all_distances()
+        np.testing.assert_allclose([after[i, j] for i, j in bonds],
+                                   [before[i, j] for i, j in bonds], rtol=0, atol=1e-10)
+        ratios = np.array([moved.get_angle(*a) / atoms.get_angle(*a) for a in angles])
+        scaled = np.flatnonzero(np.abs(ratios - 1) > 1e-6)
+        assert len(scaled) >= 1 and np.any((ratios >= 0.6 - 1e-9) & (ratios <= 1.2 + 1e-9)
+                                           & (np.abs(ratios - 1) > 1e-6))
+        changed.update(angles[s] for s in scaled)
+    assert len(changed) >= 8  # the angle is drawn at random
+    benzene = molecule("C6H6")
+    assert all(benzene.numbers[k] == 1 for _, _, k in bond_angles(benzene))  # C-C-H only
+
+
+def test_angle_scale_closes_the_water_angle_by_its_factor():
+    """At 1 mK the normal-mode geometries sit at the minimum: with angle_scale the H-O-H angle
+    of every geometry is its factor times the minimum's, the O-H bonds unchanged."""
+    water = molecule("H2O")
+    calculator = "gfn2" if tblite_available() else "pyscf"
+    config = SamplerConfig(kind="normal-modes", temperatures_k=(1e-3,), seed=0,
+                           calculator=calculator, angle_scale=(0.5, 0.7))
+    cold = sample_geometries(water, 10, SamplerConfig(**{**config.__dict__,
+                                                          "angle_scale": None}),
+                             progress=False)
+    closed = sample_geometries(water, 10, config, progress=False)
+
+    def angle(g):
+        a, b = g[1] - g[0], g[2] - g[0]
+        return np.degrees(np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+
+    ratios = np.array([angle(c) / angle(g) for c, g in zip(closed, cold)])
+    assert np.all((ratios > 0.49) & (ratios < 0.71)) and ratios.std() > 0.01
+    np.testing.assert_allclose(_oh_distances(closed), _oh_distances(cold), atol=1e-9)
+
+
 def test_bond_stretch_and_rattle_are_validated():
     with pytest.raises(ValueError, match="bond_stretch"):
         SamplerConfig(bond_stretch=(1.2, 0.9))
+    with pytest.raises(ValueError, match="angle_scale"):
+        SamplerConfig(angle_scale=(0.0, 0.9))
     with pytest.raises(ValueError, match="rattle_ang"):
         SamplerConfig(rattle_ang=-0.1)
 
