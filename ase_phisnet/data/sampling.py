@@ -303,8 +303,8 @@ def scale_angle(atoms: Atoms, positions: np.ndarray, angle: tuple[int, int, int]
     (capped at 179°).
 
     The fragment on ``k``'s side of the bond ``j–k`` rotates rigidly about the axis through
-    ``j`` normal to the plane of the angle (Rodrigues' formula), so no bond length changes and
-    no other angle at ``j`` outside that plane is the target; the angle must not be in a ring.
+    ``j`` normal to the plane of the angle (Rodrigues' formula), so no bond length changes
+    (other angles at ``j`` that involve ``k`` change with it); the angle must not be in a ring.
     """
     i, j, k = angle
     a, b = positions[i] - positions[j], positions[k] - positions[j]
