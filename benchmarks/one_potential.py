@@ -68,6 +68,7 @@ from ase_phisnet.electronic.energy import (
 )
 from ase_phisnet.electronic.model import predict_energies_forces
 from ase_phisnet.electronic.model_file import load_model_file
+from ase_phisnet.training.data import recorded_split
 from ase_phisnet.training.energy_stage import cache_electronic
 from ase_phisnet.training.evaluate import evaluate_model
 
@@ -103,10 +104,7 @@ def extra_splits(record: dict) -> list[tuple[HamiltonianDataset, object]]:
         if not os.path.exists(path):
             path = record["config"]["extra_data"][index]["dataset"]
         data = HamiltonianDataset(path)
-        sizes = extra["split"]
-        extras.append((data, data.split(sizes["seed"], sizes["n_train"], sizes["n_validation"],
-                                        sizes["n_test"],
-                                        over_plan=sizes.get("over_plan", False))))
+        extras.append((data, recorded_split(data, extra["split"])))
     return extras
 
 
@@ -311,9 +309,7 @@ def main() -> None:
     record = meta["training"]
     dataset = HamiltonianDataset(record["dataset"] if os.path.exists(record["dataset"])
                                  else record["config"]["dataset"])
-    sizes = record["split"]
-    split = dataset.split(sizes["seed"], sizes["n_train"], sizes["n_validation"], sizes["n_test"],
-                          over_plan=sizes.get("over_plan", False))
+    split = recorded_split(dataset, record["split"])
     heldout = HamiltonianDataset(args.heldout)
     sets = {"test": records_of(dataset, split.test),
             "heldout": records_of(heldout, range(len(heldout)))}

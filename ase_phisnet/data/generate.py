@@ -66,14 +66,11 @@ def _sampler_recipe(config: SamplerConfig) -> dict:
     recipe = dataclasses.asdict(config)
     recipe["temperatures_k"] = list(recipe["temperatures_k"])
     # Options left at "off" stay out of the recipe, so files from before they existed match.
-    if config.bond_stretch is None:
-        del recipe["bond_stretch"]
-    else:
-        recipe["bond_stretch"] = list(config.bond_stretch)
-    if config.angle_scale is None:
-        del recipe["angle_scale"]
-    else:
-        recipe["angle_scale"] = list(config.angle_scale)
+    for name in ("bond_stretch", "angle_scale"):
+        if getattr(config, name) is None:
+            del recipe[name]
+        else:
+            recipe[name] = list(getattr(config, name))
     if config.rattle_ang == 0:
         del recipe["rattle_ang"]
     if config.geometries_path is None:

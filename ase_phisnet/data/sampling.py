@@ -87,18 +87,15 @@ class SamplerConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
-        if self.bond_stretch is not None:
-            object.__setattr__(self, "bond_stretch", tuple(float(f) for f in self.bond_stretch))
-            if (len(self.bond_stretch) != 2 or not 0 < self.bond_stretch[0]
-                    <= self.bond_stretch[1]):
-                raise ValueError(f"bond_stretch must be (low, high) with 0 < low <= high, got "
-                                 f"{self.bond_stretch}")
-        if self.angle_scale is not None:
-            object.__setattr__(self, "angle_scale", tuple(float(f) for f in self.angle_scale))
-            if (len(self.angle_scale) != 2 or not 0 < self.angle_scale[0]
-                    <= self.angle_scale[1]):
-                raise ValueError(f"angle_scale must be (low, high) with 0 < low <= high, got "
-                                 f"{self.angle_scale}")
+        for name in ("bond_stretch", "angle_scale"):  # factor ranges (low, high)
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(float(f) for f in value)
+            object.__setattr__(self, name, value)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got "
+                                 f"{value}")
         if self.rattle_ang < 0:
             raise ValueError(f"rattle_ang must be >= 0, got {self.rattle_ang}")
         if self.kind not in SAMPLER_KINDS:

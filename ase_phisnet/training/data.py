@@ -150,6 +150,13 @@ def split_record(sizes, dataset, split) -> dict:
             "n_test": n_test, "over_plan": True}
 
 
+def recorded_split(dataset: HamiltonianDataset, record: dict) -> DatasetSplit:
+    """``dataset``'s split as :func:`split_record` recorded it (a model file's ``training``
+    ``split`` or an ``extra_data`` entry's)."""
+    return dataset.split(record["seed"], record["n_train"], record["n_validation"],
+                         record["n_test"], over_plan=record.get("over_plan", False))
+
+
 def planned_train_rows(dataset: HamiltonianDataset, record: dict) -> np.ndarray:
     """Plan rows of the training part of the split described by ``record`` (a
     :func:`split_record`): for an ``over_plan`` split the planned rows, whether or not their

@@ -37,6 +37,7 @@ from ase_phisnet.core.integrals import position_integrals
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.model import PhiSNetModel
 from ase_phisnet.electronic.observables import charge_center_bohr, dipole_moment_e_bohr
+from ase_phisnet.training.data import recorded_split
 
 MICRO = 1e6
 MEV_PER_EH = 1000 * Hartree
@@ -228,5 +229,4 @@ def trained_test_split(model_json: dict, dataset: HamiltonianDataset):
     for extra in training.get("extra_data", []):
         if os.path.basename(extra["dataset"]) == os.path.basename(dataset.path):
             split = extra["split"]
-    return dataset.split(split["seed"], split["n_train"], split["n_validation"],
-                         split["n_test"], over_plan=split.get("over_plan", False)).test
+    return recorded_split(dataset, split).test
