@@ -15,6 +15,10 @@ class OpenShellError(PhiSNetError, ValueError):
     """A restricted closed-shell calculation was asked for an odd number of electrons."""
 
 
+class ElectronCountError(PhiSNetError, ValueError):
+    """A closed shell the basis cannot hold: no occupied orbital, or no empty one."""
+
+
 class SCFNotConvergedError(PhiSNetError, RuntimeError):
     """A reference SCF did not converge; its result must never be stored as data."""
 

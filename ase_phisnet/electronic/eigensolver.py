@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.core.errors import ElectronCountError, PhiSNetError
 
 
 class IllConditionedOverlapError(PhiSNetError, ValueError):
@@ -153,7 +153,8 @@ def solve_closed_shell(hamiltonian: torch.Tensor, overlap: torch.Tensor, n_occup
         raise ValueError(f"derivative_order must be 1 or 2, got {derivative_order}")
     nao = hamiltonian.shape[-1]
     if not 0 < n_occupied < nao:
-        raise ValueError(f"need 0 < n_occupied < nao, got {n_occupied} of {nao}")
+        raise ElectronCountError(f"a closed shell needs 0 < occupied orbitals < basis "
+                                 f"functions; got {n_occupied} occupied of {nao}")
     cholesky = cholesky_of_overlap(overlap, min_overlap_eigenvalue)
     orthogonal = orthogonalized(hamiltonian, cholesky)
     with torch.no_grad():

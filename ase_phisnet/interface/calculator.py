@@ -117,10 +117,11 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         dtype: ``"float64"`` (default; exact derivatives for MD and vibrations) or ``"float32"``.
         network_dtype: dtype of the network alone (default: ``dtype``); ``"float32"`` with
             ``dtype="float64"`` runs the network in float32 and the eigensolver in float64.
-        charge: Total charge, a whole number of e (closed shells only).
+        charge: Total charge, a whole number of e (closed shells only). A model answers for
+            the charge of its training data; another charge counts as outside its domain.
         basis: Optional basis the caller expects; a mismatch with the model is an error.
-        strict: A geometry outside the model's training domain (another composition, or an
-            element pair's distance outside its training range by more than
+        strict: A geometry outside the model's training domain (another composition or
+            charge, or an element pair's distance outside its training range by more than
             ``domain_tolerance_ang``, or an electronic feature beyond the range the energy
             network takes unchanged) is an :class:`OutsideTrainingDomainError` instead of an
             :class:`OutsideTrainingDomainWarning` (warned once per kind of problem).
@@ -149,7 +150,16 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         if basis is not None and basis.lower() != self.model.config.basis:
             raise PhiSNetSetupError(f"basis mismatch: the model predicts {self.model.config.basis}"
                                     f" matrices, {basis!r} was asked for")
+        if not self.model.config.predicts_energy:
+            raise PhiSNetSetupError(
+                f"the model predicts {sorted(self.model.config.output_matrices)} but its energy "
+                f"model {self.model.config.energy_model!r} needs "
+                f"{sorted(self.model.config.energy_matrices)}: it is a matrix-only model "
+                "(evaluate it with ase-phisnet evaluate; the calculator needs energies)")
         self.metadata = metadata  # the model file's JSON: config, training record, metrics
+        theory = metadata.get("training", {}).get("theory", {})
+        self.training_charge: int | None = (int(theory["charge"]) if "charge" in theory
+                                            else None)
         self.training_domain: TrainingDomain | None = training_domain(metadata)
         self.strict, self.domain_tolerance_ang = bool(strict), float(domain_tolerance_ang)
         self._warned_domain_problems: set[str] = set()
@@ -165,10 +175,25 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
             raise PhiSNetSetupError(f"cannot load model {model!r}: {error}") from error
 
     def set(self, **kwargs):
-        """ASE's ``set``; ``charge`` must be a whole number of e."""
+        """ASE's ``set`` for the calculation parameters (``charge``, a whole number of e).
+
+        A changed parameter discards the results (ASE's base class keeps them by default, which
+        would serve the energy of the old charge). Anything else is an error: the model, device,
+        dtypes and domain settings are fixed at construction, and a misspelled name must not
+        pass silently.
+        """
+        unknown = sorted(set(kwargs) - set(self.default_parameters))
+        if unknown:
+            raise PhiSNetSetupError(
+                f"unknown calculator parameter(s) {unknown}: the parameters are "
+                f"{sorted(self.default_parameters)}; model, device, dtype, network_dtype, basis, "
+                "strict and domain_tolerance_ang are constructor arguments")
         if "charge" in kwargs:
             kwargs["charge"] = integer_charge(kwargs["charge"])
-        return super().set(**kwargs)
+        changed = super().set(**kwargs)
+        if changed:
+            self.reset()
+        return changed
 
     # ---- validation ------------------------------------------------------------------------
     def _check_atoms(self, atoms) -> int:
@@ -189,15 +214,27 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
             n_occupied = n_occupied_orbitals(atoms.numbers, self.parameters.charge)
         except (UnsupportedElementError, OpenShellError) as error:
             raise PhiSNetSetupError(str(error)) from error
+        nao = self.model.layout.ao_slices(atoms.numbers.tolist())[-1].stop
+        if n_occupied >= nao:
+            raise PhiSNetSetupError(
+                f"charge {self.parameters.charge} puts {2 * n_occupied} electrons into {nao} "
+                f"{self.model.config.basis} orbitals: a closed shell needs an empty orbital")
         self._check_domain(atoms)
         return n_occupied
 
     def _check_domain(self, atoms) -> None:
-        """Warn once per kind of problem, or raise with ``strict``, outside the domain."""
-        if self.training_domain is None:
-            return
-        self._report_domain_problems(self.training_domain.violations(
-            atoms.numbers, atoms.positions, self.domain_tolerance_ang))
+        """Warn once per kind of problem, or raise with ``strict``, outside the domain: the
+        geometry (:meth:`TrainingDomain.violations`) and the charge, which the training data
+        fix (the matrices and the energy are those of the training charge's electrons)."""
+        problems = []
+        charge = self.parameters.charge
+        if self.training_charge is not None and charge != self.training_charge:
+            problems.append(f"charge {charge} differs from the training data's charge "
+                            f"{self.training_charge}")
+        if self.training_domain is not None:
+            problems += self.training_domain.violations(atoms.numbers, atoms.positions,
+                                                        self.domain_tolerance_ang)
+        self._report_domain_problems(problems)
 
     def _check_features(self, atoms, features: torch.Tensor | None) -> None:
         """Warn (or raise, strict) where an electronic feature leaves the range the energy

@@ -97,6 +97,22 @@ class OptimConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.lr_decay_factor < 1.0:
             raise ValueError(f"lr_decay_factor must be in (0, 1), got {self.lr_decay_factor}")
+        # clip_grad_norm_ with 0 zeroes every gradient and with a negative norm flips them
+        if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise ValueError(f"grad_clip (the largest gradient norm) must be a finite number "
+                             f"> 0, got {self.grad_clip!r}")
+        for name in ("lr_patience", "early_stopping_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of epochs >= 1, got {value!r}")
+        if not 0.0 <= self.min_learning_rate < self.learning_rate:
+            raise ValueError(f"min_learning_rate must be in [0, learning_rate), got "
+                             f"{self.min_learning_rate!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.max_time_minutes is not None and not self.max_time_minutes > 0:
+            raise ValueError(f"max_time_minutes must be > 0 (or null: no budget), got "
+                             f"{self.max_time_minutes!r}")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 network pass per geometry, bad input, and the model's training domain."""
 
 import warnings
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
@@ -353,6 +354,53 @@ def test_charge_must_be_a_whole_number(small_potential):
     with pytest.raises(CalculatorSetupError, match="whole number"):
         calc.set(charge=-0.5)
     assert calc.parameters.charge == 2
+
+
+def test_changing_the_charge_discards_the_results(small_potential):
+    """ASE's base ``set`` keeps results by default: the cation must not get the neutral's."""
+    path, _ = small_potential("H2O")
+    atoms = molecule("H2O")
+    atoms.calc = PhiSNetCalculator(model=path)
+    neutral = atoms.get_potential_energy()
+    with pytest.warns(OutsideTrainingDomainWarning, match="charge 2 differs from the training "
+                                                          "data's charge 0"):
+        assert atoms.calc.set(charge=2) == {"charge": 2}
+        assert atoms.calc.results == {}
+        dication = energy_or_failure(atoms)
+    assert not isinstance(dication, float) or abs(dication - neutral) > 1e-3
+    assert atoms.calc.set(charge=2) == {}  # unchanged: nothing to discard
+
+
+def test_unknown_parameters_are_refused(small_potential):
+    path, _ = small_potential("H2O")
+    with pytest.raises(CalculatorSetupError, match=r"unknown calculator parameter\(s\) \['chrage'\]"):
+        PhiSNetCalculator(model=path, chrage=2)
+    calc = PhiSNetCalculator(model=path)
+    with pytest.raises(CalculatorSetupError, match="constructor arguments"):
+        calc.set(strict=True)
+
+
+def test_another_charge_is_outside_the_domain_when_strict(small_potential):
+    path, _ = small_potential("H2O")
+    atoms = molecule("H2O")
+    atoms.calc = PhiSNetCalculator(model=path, charge=2, strict=True)
+    with pytest.raises(OutsideTrainingDomainError, match="charge 2 differs"):
+        atoms.get_potential_energy()
+    atoms.calc = PhiSNetCalculator(model=path)
+    atoms.calc.set(charge=-4)  # 14 electrons in water's 7 STO-3G orbitals
+    with pytest.raises(CalculatorSetupError, match="needs an empty orbital"):
+        atoms.get_potential_energy()
+
+
+def test_a_matrix_only_model_is_refused_at_construction(small_potential):
+    from ase_phisnet.electronic.model import PhiSNetModel
+
+    path, _ = small_potential("H2O")
+    calc = PhiSNetCalculator(model=path)
+    matrix_only = PhiSNetModel(dataclasses_replace(calc.model.config, matrices=("hamiltonian",),
+                                                   exact_overlap=False))
+    with pytest.raises(CalculatorSetupError, match="matrix-only model"):
+        PhiSNetCalculator(model=matrix_only)
 
 
 def test_geometry_outside_training_data_warns_once_per_kind(small_potential):
