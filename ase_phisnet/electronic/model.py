@@ -63,6 +63,10 @@ from ase_phisnet.nn.network import NetworkConfig, PhiSNet
 from ase_phisnet.nn.painn import DEFAULT_NORM_EPS
 
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
+#: The ModelConfig fields that define the predicted matrices (the network and its baseline);
+#: the others define the energy composed from them.
+MATRIX_FIELDS = _NETWORK_FIELDS + ("matrices", "exact_overlap", "exact_core_hamiltonian",
+                                   "baseline", "sap_basis")
 
 #: What the network's H is learned on top of: nothing, the exact core Hamiltonian, or the core
 #: Hamiltonian plus the superposition of atomic potentials.

@@ -50,7 +50,7 @@ from ase.units import Bohr, Hartree
 from ase_phisnet.core.domain import TrainingDomain
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
-from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
+from ase_phisnet.electronic.model import MATRIX_FIELDS, ModelConfig, PhiSNetModel
 from ase_phisnet.electronic.model_file import load_model, save_model
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import load_matrix_data, matching_dataset, split_of
@@ -81,9 +81,11 @@ class CachedElectronic:
 
 
 def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
-                     positions_bohr: torch.Tensor, progress: bool = False) -> CachedElectronic:
+                     positions_bohr: torch.Tensor, charge: int = 0,
+                     progress: bool = False) -> CachedElectronic:
     """``E_0``, ``F_0``, ``x`` and ``dx/dR`` (module docstring) of ``model``'s frozen part at
-    each geometry of ``positions_bohr`` ``(N, A, 3)``, in float64."""
+    each geometry of ``positions_bohr`` ``(N, A, 3)`` of the molecule with total ``charge``
+    (e), in float64."""
     from tqdm.auto import tqdm
 
     model = model.double()
@@ -93,7 +95,7 @@ def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
     forces = torch.zeros(n_geometries, n_atoms, 3, dtype=torch.float64)
     if not config.uses_electronic_structure and config.pair_repulsion == "none":
         return CachedElectronic(energies, forces, None, None)
-    n_occupied = n_occupied_orbitals(atomic_numbers, 0)
+    n_occupied = n_occupied_orbitals(atomic_numbers, charge)
     features, jacobians = [], []
     for n in tqdm(range(n_geometries), disable=not progress, desc="electronic terms",
                   unit="geometry"):
@@ -142,14 +144,31 @@ def predicted_energy_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
     return cached.energy_eh.to(positions.dtype) + remainder, forces
 
 
-def _cache_settings(model: PhiSNetModel, config: TrainConfig, data: dict) -> dict:
-    """What the cached frozen part depends on besides the geometries: the matrices' file, the
-    electronic term and features, the pair prior, and how many geometries each part holds."""
-    return {"init_from": config.init_from, "energy_model": model.config.energy_model,
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cache_settings(model: PhiSNetModel, config: TrainConfig, data: dict, charge: int) -> dict:
+    """What the cached frozen part depends on: the matrices (the ``init_from`` file's
+    contents, not its path, which a retrained stage overwrites), the electronic term and
+    features, the pair prior, the charge, and the geometries of each part (their float64
+    positions, so another split, data file or ordering of the same size is recomputed)."""
+    matrices = None
+    if config.init_from:
+        with open(config.init_from, "rb") as handle:
+            matrices = _sha256(handle.read())
+    return {"init_from": config.init_from, "init_from_sha256": matrices,
+            "energy_model": model.config.energy_model,
             "electronic_features": model.config.electronic_features,
             "pair_repulsion": model.config.pair_repulsion,
             "pair_repulsion_cutoff_scale": model.config.pair_repulsion_cutoff_scale,
-            "sizes": {name: len(part[1]) for name, part in data.items()}}
+            "charge": charge,
+            "sizes": {name: len(part[1]) for name, part in data.items()},
+            "positions_sha256": {
+                name: _sha256(part[0].to(torch.float64).contiguous().numpy().tobytes())
+                for name, part in data.items()}}
 
 
 def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSNetModel:
@@ -163,6 +182,14 @@ def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSN
         values = {k: v for k, v in matrices.config.to_dict().items()
                   if not k.startswith(("remainder_", "pair_repulsion"))}
         values.update(config.model)
+        requested = ModelConfig.from_dict(values)
+        changed = [name for name in MATRIX_FIELDS
+                   if getattr(requested, name) != getattr(matrices.config, name)]
+        if changed:
+            raise ValueError(
+                f"model.{', model.'.join(changed)} would change the frozen matrices of "
+                f"{config.init_from} (the energy stage trains the remainder only): leave "
+                "them out of the energy stage's model section")
     else:
         from ase.data import chemical_symbols
 
@@ -179,8 +206,7 @@ def _model_for_energy(config: TrainConfig, dataset: HamiltonianDataset) -> PhiSN
                          "init_from to a model trained on matrices")
     model = PhiSNetModel(model_config).double()
     if matrices is not None:
-        network = {k: v for k, v in matrices.state_dict().items() if k.startswith("network.")}
-        model.load_state_dict(network, strict=False)
+        model.network.load_state_dict(matrices.network.state_dict(), strict=True)
     for parameter in model.network.parameters():
         parameter.requires_grad_(False)
     return model
@@ -210,10 +236,10 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
     return copy
 
 
-def _cache_all(model, config: TrainConfig, atomic_numbers,
+def _cache_all(model, config: TrainConfig, atomic_numbers, charge: int,
                parts: dict[str, list], progress: bool) -> dict[str, CachedElectronic]:
-    """The cache of each list of ``parts`` (its parts' caches concatenated), every distinct
-    part computed once (an oversampled part enters a list several times as the same object),
+    """The cache of each list of ``parts`` (its parts' caches concatenated) of the molecule
+    with total ``charge`` (e), every distinct part computed once (an oversampled part enters a list several times as the same object),
     spread over ``optim.cache_workers`` processes."""
     distinct = {}
     for part_list in parts.values():
@@ -222,7 +248,7 @@ def _cache_all(model, config: TrainConfig, atomic_numbers,
     positions = torch.cat([part[1] for part in distinct.values()])
     workers = min(config.optim.cache_workers, len(positions))
     if workers <= 1:
-        computed = cache_electronic(model, atomic_numbers, positions, progress)
+        computed = cache_electronic(model, atomic_numbers, positions, charge, progress)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -233,7 +259,7 @@ def _cache_all(model, config: TrainConfig, atomic_numbers,
         # spawn, not fork: a forked child inherits torch's and OpenMP's thread state
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             pieces = list(pool.map(_cache_in_worker, [config.to_dict()] * workers,
-                                   [atomic_numbers] * workers, chunks))
+                                   [atomic_numbers] * workers, chunks, [charge] * workers))
         computed = CachedElectronic.concatenate(pieces)
     offsets = np.cumsum([0] + [len(part[1]) for part in distinct.values()])
     per_part = {key: computed.subset(slice(int(offsets[i]), int(offsets[i + 1])))
@@ -242,7 +268,8 @@ def _cache_all(model, config: TrainConfig, atomic_numbers,
             for name, part_list in parts.items()}
 
 
-def _cache_in_worker(config_values: dict, atomic_numbers, positions_bohr) -> CachedElectronic:
+def _cache_in_worker(config_values: dict, atomic_numbers, positions_bohr,
+                     charge: int) -> CachedElectronic:
     """:func:`cache_electronic` in a worker process, on one thread, with the frozen part of the
     model that ``config_values`` (a :class:`TrainConfig` as a dict) trains."""
     torch.set_num_threads(1)
@@ -252,7 +279,7 @@ def _cache_in_worker(config_values: dict, atomic_numbers, positions_bohr) -> Cac
         model = _model_for_energy(config, dataset)
     finally:
         dataset.close()
-    return cache_electronic(model, atomic_numbers, positions_bohr)
+    return cache_electronic(model, atomic_numbers, positions_bohr, charge)
 
 
 def _load_part(dataset, indices):
@@ -282,6 +309,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
     opt = config.optim
     dataset = HamiltonianDataset(config.dataset)
     split = split_of(dataset, config.split)
+    charge = dataset.metadata.theory.charge
     model = _model_for_energy(config, dataset)
     parts = {"train": [_load_part(dataset, split.train)],
              "validation": [_load_part(dataset, split.validation)]}
@@ -299,7 +327,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
             for name, part in parts.items()}
 
     cache_path = os.path.join(config.output_dir, CACHE)
-    settings = _cache_settings(model, config, data)
+    settings = _cache_settings(model, config, data, charge)
     stored = torch.load(cache_path, weights_only=True) if os.path.exists(cache_path) else None
     if stored is not None and stored.get("settings") == settings:
         cache = {name: CachedElectronic(*stored[name]) for name in data}
@@ -307,7 +335,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
         if stored is not None:
             logger.warning("%s was computed for other settings (%s, now %s); recomputing",
                            cache_path, stored.get("settings"), settings)
-        cache = _cache_all(model, config, z, parts, progress)
+        cache = _cache_all(model, config, z, charge, parts, progress)
         torch.save({"settings": settings,
                     **{name: dataclasses.astuple(c) for name, c in cache.items()}}, cache_path)
     dtype = getattr(torch, opt.dtype)

@@ -83,13 +83,13 @@ def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
     once, twice = (z, positions[:1]), (z, positions[1:])
     calls = []
 
-    def counted(model, atomic_numbers, positions_bohr, progress=False):
+    def counted(model, atomic_numbers, positions_bohr, charge=0, progress=False):
         calls.append(len(positions_bohr))
-        return cache_electronic(model, atomic_numbers, positions_bohr, progress)
+        return cache_electronic(model, atomic_numbers, positions_bohr, charge, progress)
 
     monkeypatch.setattr(energy_stage, "cache_electronic", counted)
-    cached = _cache_all(model, config, z, {"train": [once, twice, twice],
-                                           "validation": [twice]}, progress=False)
+    cached = _cache_all(model, config, z, 0, {"train": [once, twice, twice],
+                                              "validation": [twice]}, progress=False)
     assert calls == [3]
     for name, rows in (("train", [0, 1, 2, 1, 2]), ("validation", [1, 2])):
         expected = cache_electronic(model, z, positions[rows])
@@ -113,7 +113,7 @@ def test_cache_workers_compute_the_same_cache_in_processes(small_potential, tmp_
     z = torch.as_tensor(records[0].atomic_numbers)
     positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
     parts = {"train": [(z, positions[:3])], "validation": [(z, positions[3:])]}
-    cached = _cache_all(model, config, z, parts, progress=False)
+    cached = _cache_all(model, config, z, 0, parts, progress=False)
     for name, rows in (("train", slice(0, 3)), ("validation", slice(3, 5))):
         expected = cache_electronic(model, z, positions[rows])
         for got, want in zip(dataclasses.astuple(cached[name]), dataclasses.astuple(expected)):
@@ -297,3 +297,40 @@ def test_the_prior_comes_from_the_energy_config_not_the_matrices_file(small_pote
     zbl = _model_for_energy(energy_config(data, "unused", str(with_prior), pair_repulsion="zbl"),
                             dataset)
     assert (zbl.config.pair_repulsion, zbl.config.pair_repulsion_cutoff_scale) == ("zbl", 0.75)
+
+
+def test_a_cache_of_other_geometries_of_the_same_size_is_recomputed(trained, tmp_path):
+    """The cache is keyed by the geometries themselves: another split seed (same sizes, same
+    files) must not train the remainder against the frozen terms of other geometries."""
+    matrices, data, folder, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(folder / "run", run)
+    (run / CHECKPOINT).unlink()
+    before = torch.load(run / energy_stage.CACHE, weights_only=True)
+    values = energy_config(data, run, matrices).to_dict()
+    values["split"]["seed"] = 7
+    values["optim"]["max_epochs"] = 1
+    train(TrainConfig.from_dict(values), progress=False)
+    after = torch.load(run / energy_stage.CACHE, weights_only=True)
+    assert after["settings"]["sizes"] == before["settings"]["sizes"]
+    assert after["settings"]["positions_sha256"] != before["settings"]["positions_sha256"]
+    dataset = HamiltonianDataset(data)
+    split = energy_stage.split_of(dataset, TrainConfig.from_dict(values).split)
+    model = _model_for_energy(TrainConfig.from_dict(values), dataset)
+    first = dataset[int(split.train[0])]
+    expected = cache_electronic(model, torch.as_tensor(first.atomic_numbers),
+                                torch.as_tensor(first.positions_bohr)[None])
+    torch.testing.assert_close(energy_stage.CachedElectronic(*after["train"]).energy_eh[:1],
+                               expected.energy_eh, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("setting", [{"cutoff_bohr": 6.0}, {"baseline": "core"},
+                                     {"sap_basis": "sapgraspsmall"}])
+def test_the_energy_stage_refuses_to_change_the_frozen_matrices(small_potential, setting):
+    """``model:`` of an energy stage sets the remainder; a network or baseline setting there
+    would give the frozen weights another H (loaded as if nothing changed)."""
+    matrices, data = small_potential("H2O")
+    dataset = HamiltonianDataset(data)
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"model.{name} would change the frozen matrices"):
+        _model_for_energy(energy_config(data, "unused", matrices, **setting), dataset)
