@@ -10,7 +10,7 @@ E_tot(t), in eV/atom/ps) and fluctuation (standard deviation about that line, eV
     nve.traj, nve.log         ASE trajectory and per-step log (every --log-interval steps)
     results.json              settings and the numbers printed
 
-Run (about 15 min on a 2-core CPU with the defaults: ~23 steps/s):
+Run (about 18 min on one thread of a 2-core CPU beside other jobs with the defaults: ~19 steps/s):
 
     python md_examples/nve_water.py
     python md_examples/nve_water.py --steps 2000 --out /tmp/nve   # 1 ps

@@ -13,7 +13,8 @@ Whether the run stayed inside the potential's data is read off every saved frame
 (Å) its farthest-out element-pair distance lies outside the training range of that pair (the
 domain recorded in the model file), and how many frames leave it.
 
-Run (2 ps with the shipped ethanol-pbe-def2svp, ~3 min on one CPU thread):
+Run (2 ps with the shipped ethanol-pbe-def2svp, ~5 min on one CPU thread beside other jobs:
+~14 steps/s):
 
     python md_examples/nvt_ethanol.py
     python md_examples/nvt_ethanol.py --molecule H2O --model water-pbe-def2svp

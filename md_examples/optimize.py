@@ -10,7 +10,7 @@ the RMSD between the two minima after optimal superposition. Saves
     geometry_differences.png   PhiSNet - PySCF for every bond (mÅ) and angle (degrees)
     results.json               settings, optimizer statistics, the table
 
-Run (about 1 min for water with the defaults, most of it PySCF; ethanol takes several):
+Run (about 12 s for water with the defaults, most of it PySCF; ethanol takes minutes):
 
     python md_examples/optimize.py
     python md_examples/optimize.py --molecule CH3CH2OH
