@@ -26,6 +26,7 @@ Forces are ``-dE/dR`` by autograd (:func:`energy_and_forces`), Hessians by doubl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -430,14 +431,15 @@ def hessian(model: PhiSNetModel, atomic_numbers: torch.Tensor, positions_bohr: t
 
 
 def predict_energies_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
-                            batch_size: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                            batch_size: int = 10,
+                            charge: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(energies (n,) Eh, forces (n, N, 3) Eh/Bohr)`` of ``model`` for geometries of one
-    molecule, as NumPy float64."""
+    molecule with total ``charge`` (e), as NumPy float64."""
     dtype = next(model.parameters()).dtype
     energies, forces = [], []
     for first in range(0, len(positions_bohr), batch_size):
         xyz = torch.as_tensor(np.asarray(positions_bohr[first:first + batch_size]), dtype=dtype)
-        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz)
+        prediction, batch_forces = energy_and_forces(model, atomic_numbers, xyz, charge)
         energies.append(prediction.energy_eh.detach().double().cpu().numpy())
         forces.append(batch_forces.detach().double().cpu().numpy())
     return np.concatenate(energies), np.concatenate(forces)
@@ -463,21 +465,22 @@ def reconfigured(model: PhiSNetModel, **changes) -> PhiSNetModel:
     if set(config.matrices) - set(model.config.matrices):
         raise ValueError(f"{sorted(set(config.matrices) - set(model.config.matrices))}: the "
                          "model has no trained head for these matrices")
-    copy = PhiSNetModel(config).to(next(model.parameters()).dtype)
+    reference = next(model.parameters())
+    changed = PhiSNetModel(config).to(device=reference.device, dtype=reference.dtype)
     state = {k: v for k, v in model.state_dict().items()
              if not any(k.startswith(f"network.heads.{name}.") for name in dropped)}
-    copy.load_state_dict(state)
+    changed.load_state_dict(state)
     energy_settings = ("energy_model", "pair_repulsion", "pair_repulsion_cutoff_scale")
     if any(getattr(config, k) != getattr(model.config, k) for k in energy_settings):
         with torch.no_grad():  # constants of the old energy model; training refits them
-            copy.remainder.element_energy_eh.zero_()
-    return copy
+            changed.remainder.element_energy_eh.zero_()
+    return changed
 
 
 def with_exact_overlap(model: PhiSNetModel) -> PhiSNetModel:
     """A copy of ``model`` that takes S from the integrals (``exact_overlap``): the same weights
-    without the overlap head's."""
+    without the overlap head's (a plain copy if it already does)."""
     if model.config.exact_overlap:
-        return model
+        return copy.deepcopy(model)
     return reconfigured(model, exact_overlap=True, matrices=tuple(
         name for name in model.config.matrices if name != "overlap"))

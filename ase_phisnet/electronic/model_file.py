@@ -51,14 +51,22 @@ def recorded_config(values: dict) -> ModelConfig:
 
 
 def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:
-    """Write ``path`` (weights) and ``path + '.json'`` (config and ``extra`` metadata)."""
+    """Write ``path`` (weights) and ``path + '.json'`` (config and ``extra`` metadata).
+
+    Both are written to temporary files first and then renamed, the JSON last: a crash
+    mid-write (training overwrites its best model at every improvement) leaves the previous
+    pair or, at worst, new weights beside the previous metadata of the same model, never a
+    truncated file.
+    """
     path = os.fspath(path)
     meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
             "config": model.config.to_dict(), **(extra or {})}
     torch.save({"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                "state_dict": model.state_dict()}, path)
-    with open(path + ".json", "w") as handle:
+                "state_dict": model.state_dict()}, path + ".tmp")
+    with open(path + ".json.tmp", "w") as handle:
         json.dump(meta, handle, indent=2)
+    os.replace(path + ".tmp", path)
+    os.replace(path + ".json.tmp", path + ".json")
 
 
 def read_metadata(path) -> dict:

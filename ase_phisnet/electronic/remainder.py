@@ -18,12 +18,14 @@ structure's invariant atom features ``x_i``
 
 .. math::
 
-    E_{rem} = \sum_i \big(e_{Z_i} + \sigma_E\, \mathrm{PaiNN}_i(Z, R, \tilde x)\big),
+    E_{rem} = \sum_i \big(e_{Z_i} + s\, \mathrm{PaiNN}_i(Z, R, \tilde x)\big),
     \qquad \tilde x_{i,k} = (x_{i,k} - \mu_{Z_i,k}) / \sigma_{Z_i,k}
 
-with the features standardized per element and the output in units of the training energies'
-spread ``sigma_E``; ``mu``, ``sigma`` and ``sigma_E`` are set from the training data
-(:meth:`MessagePassingRemainder.set_statistics`) and saved with the weights. It is an MLIP of
+with the features standardized per element and the output in units of an energy scale ``s``
+(Eh); ``mu``, ``sigma`` and ``s`` are set from the training data
+(:meth:`MessagePassingRemainder.set_statistics`) and saved with the weights. The energy stage
+takes ``s`` as the RMS residual force times one Bohr (``sigma_F · a_0``): the network learns
+mostly from forces, whose residuals then come out of it at unit size. It is an MLIP of
 its own, so the matrices can stay frozen while it learns the energy.
 
 The standardized features are bounded before they enter the network. Each element's feature
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,8 +96,23 @@ class AtomwiseRemainder(nn.Module):
         return (self.mlp(atom_scalars).squeeze(-1) + self.element_energy_eh[species]).sum(-1)
 
 
+def element_energy_offsets_eh(species, num_elements: int, residual_eh) -> np.ndarray:
+    """Least-squares per-element constants ``c (num_elements,)`` Eh with
+    ``sum_i c[species_i] ≈ residual_n`` over geometries ``n`` of one molecule
+    (``species (A,)`` its atoms' species indices, ``residual_eh (N,)``).
+
+    All geometries share one composition, so only the count-weighted sum of ``c`` is
+    determined; the minimum-norm solution spreads the mean residual over the elements in
+    proportion to their counts. A constant leaves the forces unchanged.
+    """
+    counts = np.bincount(np.asarray(species), minlength=num_elements).astype(float)
+    residual = np.asarray(residual_eh, dtype=float)
+    offsets, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
+    return offsets
+
+
 class MessagePassingRemainder(nn.Module):
-    """``E = sum_i [e_Z(i) + sigma_E PaiNN_i]`` in Eh (module docstring).
+    """``E = sum_i [e_Z(i) + s PaiNN_i]`` in Eh (module docstring).
 
     Args:
         num_elements: Element constants and embeddings, indexed by the network's species index.

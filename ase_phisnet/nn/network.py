@@ -52,7 +52,10 @@ class NetworkConfig:
         num_layers: Interaction layers.
         num_radial: Radial basis functions.
         radial_hidden: Hidden width of the radial MLPs.
-        cutoff_bohr: Interaction cutoff in Bohr (matrix blocks use every atom pair).
+        cutoff_bohr: Interaction cutoff in Bohr. Messages and pair features vanish smoothly
+            at it (radial basis with a cutoff envelope, bias-free radial MLPs), so the
+            predicted off-diagonal blocks are zero for pairs farther apart; an exact baseline
+            (H_core, V_SAP) still covers every pair.
         avg_neighbors: Normalization of the summed messages.
         matrices: Which matrices to predict (subset of ``MATRIX_NAMES``; ``hamiltonian`` first).
         tracegrad: Add the TraceGrad invariant branch and its gradient features.

@@ -52,6 +52,7 @@ from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
 from ase_phisnet.electronic.model import MATRIX_FIELDS, ModelConfig, PhiSNetModel
 from ase_phisnet.electronic.model_file import load_model, save_model
+from ase_phisnet.electronic.remainder import element_energy_offsets_eh
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import load_matrix_data, matching_dataset, split_of
 from ase_phisnet.training.loss import scaled_square_error
@@ -227,9 +228,8 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
     # energies only: no force graph is needed to fit a constant
     predicted = cached.energy_eh + copy.remainder(species, positions_bohr.to(dtype),
                                                   features).double()
-    residual = (energy_eh - predicted).numpy()
-    counts = np.bincount(species.numpy(), minlength=len(copy.atomic_numbers)).astype(float)
-    shift, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
+    shift = element_energy_offsets_eh(species.numpy(), len(copy.atomic_numbers),
+                                      (energy_eh - predicted).numpy())
     element_energy = copy.remainder.element_energy_eh
     element_energy.copy_((element_energy.double() + torch.as_tensor(shift)).to(
         element_energy.dtype))
@@ -349,9 +349,8 @@ def train_energy(config: TrainConfig, progress: bool = True):
     resuming = os.path.exists(os.path.join(config.output_dir, CHECKPOINT))
     if not resuming:
         model.remainder.set_statistics(species, cache["train"].features, sigma_f)
-        counts = np.bincount(species.numpy(), minlength=len(model.atomic_numbers)).astype(float)
-        constants, *_ = np.linalg.lstsq(np.tile(counts, (len(residual_energy), 1)),
-                                        residual_energy.numpy(), rcond=None)
+        constants = element_energy_offsets_eh(species.numpy(), len(model.atomic_numbers),
+                                              residual_energy.numpy())
         with torch.no_grad():
             model.remainder.element_energy_eh.copy_(torch.as_tensor(constants))
     model.to(dtype)

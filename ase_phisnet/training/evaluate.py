@@ -102,14 +102,16 @@ def occupied_orbitals(hamiltonian: np.ndarray, overlap: np.ndarray, n_occupied: 
     return eps[:n_occupied], coefficients[:, :n_occupied]
 
 
-def energy_force_errors(model: PhiSNetModel, records) -> tuple[np.ndarray, np.ndarray]:
+def energy_force_errors(model: PhiSNetModel, records,
+                        charge: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(energy errors (B,) in Eh, force errors (B, A, 3) in Eh/Bohr)`` of records of one
-    molecule, prediction minus reference, energies from the model's energy model."""
+    molecule with total ``charge`` (e), prediction minus reference, energies from the model's
+    energy model."""
     from ase_phisnet.electronic.model import predict_energies_forces
 
     energy, forces = predict_energies_forces(
         model, torch.as_tensor(records[0].atomic_numbers),
-        np.stack([r.positions_bohr for r in records]), batch_size=len(records))
+        np.stack([r.positions_bohr for r in records]), batch_size=len(records), charge=charge)
     return (energy - np.array([r.energy_eh for r in records]),
             forces - np.stack([r.forces_eh_per_bohr for r in records]))
 
@@ -160,6 +162,7 @@ def evaluate_model(model: PhiSNetModel, dataset: HamiltonianDataset, positions,
     total_energy_errors, force_errors, n_energy_failed = [], [], 0
     elapsed = 0.0
     positions = list(positions)
+    charge = dataset.metadata.theory.charge
     for first in range(0, len(positions), batch_size):
         records = [dataset[int(p)] for p in positions[first : first + batch_size]]
         z = torch.as_tensor(records[0].atomic_numbers)
@@ -170,12 +173,12 @@ def evaluate_model(model: PhiSNetModel, dataset: HamiltonianDataset, positions,
         elapsed += time.perf_counter() - start
         if energies:
             try:
-                batch_errors = [energy_force_errors(model, records)]
+                batch_errors = [energy_force_errors(model, records, charge)]
             except PhiSNetError:  # e.g. an indefinite predicted S: find which, skip those
                 batch_errors = []
                 for record in records:
                     try:
-                        batch_errors.append(energy_force_errors(model, [record]))
+                        batch_errors.append(energy_force_errors(model, [record], charge))
                     except PhiSNetError:
                         n_energy_failed += 1
             total_energy_errors += [energy for energy, _ in batch_errors]

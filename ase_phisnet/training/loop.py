@@ -19,7 +19,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from ase.units import Bohr
 
@@ -29,6 +28,7 @@ from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
 from ase_phisnet.electronic.model_file import load_model, recorded_config, save_model
+from ase_phisnet.electronic.remainder import element_energy_offsets_eh
 from ase_phisnet.training.config import TrainConfig
 from ase_phisnet.training.data import (
     MatrixData,
@@ -82,10 +82,8 @@ def fit_element_energies(model: PhiSNetModel, train: MatrixData, batch_size: int
                 "with init_from") from None
         residuals.append(batch.energy_eh - predicted.energy_eh)
     residual = torch.cat(residuals).double().cpu().numpy()
-    species = model.species(train.atomic_numbers).cpu().numpy()
-    counts = np.bincount(species, minlength=len(model.atomic_numbers)).astype(float)
-    solution, *_ = np.linalg.lstsq(np.tile(counts, (len(residual), 1)), residual, rcond=None)
-    model.remainder.element_energy_eh.copy_(torch.as_tensor(solution))
+    model.remainder.element_energy_eh.copy_(torch.as_tensor(element_energy_offsets_eh(
+        model.species(train.atomic_numbers).cpu().numpy(), len(model.atomic_numbers), residual)))
 
 
 def _check_orbital_terms(config: TrainConfig, model: PhiSNetModel) -> None:

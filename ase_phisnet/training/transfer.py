@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ase_phisnet.electronic.model import PhiSNetModel, energy_and_forces, predict_energies_forces
+from ase_phisnet.electronic.remainder import element_energy_offsets_eh
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,15 @@ class FineTuneConfig:
             raise ValueError("epochs and batch_size must be >= 1, learning_rate > 0")
 
 
-def refit_element_energies(model: PhiSNetModel, atomic_numbers, positions_bohr, energy_eh) -> None:
+def refit_element_energies(model: PhiSNetModel, atomic_numbers, positions_bohr, energy_eh,
+                           charge: int = 0) -> None:
     """Shift ``e_Z`` by the least-squares per-element offset between the references and the
-    model's energies (for one molecule: all offsets share one composition, so the minimum-norm
-    solution spreads the mean offset over the elements in proportion to their counts)."""
-    predicted, _ = predict_energies_forces(model, atomic_numbers, positions_bohr)
-    species = model.species(atomic_numbers).cpu().numpy()
-    counts = np.bincount(species, minlength=len(model.atomic_numbers)).astype(float)
-    design = np.tile(counts, (len(predicted), 1))
-    shift, *_ = np.linalg.lstsq(design, np.asarray(energy_eh) - predicted, rcond=None)
+    model's energies (:func:`~ase_phisnet.electronic.remainder.element_energy_offsets_eh`) of
+    geometries of one molecule with total ``charge`` (e)."""
+    predicted, _ = predict_energies_forces(model, atomic_numbers, positions_bohr, charge=charge)
+    shift = element_energy_offsets_eh(model.species(atomic_numbers).cpu().numpy(),
+                                      len(model.atomic_numbers),
+                                      np.asarray(energy_eh) - predicted)
     with torch.no_grad():
         model.remainder.element_energy_eh += torch.as_tensor(
             shift, dtype=model.remainder.element_energy_eh.dtype)
@@ -71,11 +72,12 @@ def _scaled(difference, sigma):
 def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_bohr,
                           train_energy_eh, train_forces_eh_per_bohr, validation_positions_bohr,
                           validation_energy_eh, validation_forces_eh_per_bohr,
-                          config: FineTuneConfig = FineTuneConfig()):
+                          config: FineTuneConfig = FineTuneConfig(), charge: int = 0):
     """Fine-tune ``model``'s energy path (in place) and return ``(model, history)``.
 
-    Only the parameters named by :data:`ENERGY_PATH_PARAMETERS` change; the model ends with the
-    weights of the best validation epoch.
+    Geometries of one molecule with total ``charge`` (e). Only the parameters named by
+    :data:`ENERGY_PATH_PARAMETERS` change; the model ends with the weights of the best
+    validation epoch, and with each parameter's ``requires_grad`` as it came.
     """
     generator = torch.Generator().manual_seed(config.seed)
     dtype = next(model.parameters()).dtype
@@ -87,7 +89,8 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
     train = tensors(train_positions_bohr, train_energy_eh, train_forces_eh_per_bohr)
     validation = tensors(validation_positions_bohr, validation_energy_eh,
                          validation_forces_eh_per_bohr)
-    refit_element_energies(model, z, train_positions_bohr, train_energy_eh)
+    refit_element_energies(model, z, train_positions_bohr, train_energy_eh, charge)
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     trainable = []
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(ENERGY_PATH_PARAMETERS))
@@ -98,7 +101,8 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
 
     def loss_of(positions, energy, forces):
-        prediction, predicted_forces = energy_and_forces(model, z, positions, create_graph=True)
+        prediction, predicted_forces = energy_and_forces(model, z, positions, charge,
+                                                         create_graph=True)
         return (config.energy_weight * _scaled(prediction.energy_eh - energy, sigma_e)
                 + config.force_weight * _scaled(predicted_forces - forces, sigma_f))
 
@@ -106,7 +110,7 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
         total = 0.0
         for first in range(0, len(validation[0]), config.batch_size):
             part = [t[first:first + config.batch_size] for t in validation]
-            prediction, predicted_forces = energy_and_forces(model, z, part[0])
+            prediction, predicted_forces = energy_and_forces(model, z, part[0], charge)
             total += len(part[0]) * float(
                 config.energy_weight * _scaled(prediction.energy_eh.detach() - part[1], sigma_e)
                 + config.force_weight * _scaled(predicted_forces.detach() - part[2], sigma_f))
@@ -128,7 +132,7 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
             best = (loss, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[1])
     # The force term dominates the loss and leaves a small constant energy offset: remove it.
-    refit_element_energies(model, z, train_positions_bohr, train_energy_eh)
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
+    refit_element_energies(model, z, train_positions_bohr, train_energy_eh, charge)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(requires_grad[name])
     return model, history

@@ -190,3 +190,19 @@ def test_a_feature_far_outside_its_range_saturates_instead_of_extrapolating():
     torch.testing.assert_close(energies[0], energies[1], rtol=1e-12, atol=0)
     assert max(slopes) < 1e-12
     assert FEATURE_SATURATION_WIDTH_STD > 0
+
+
+def test_element_offsets_close_the_mean_residual_in_proportion_to_the_counts():
+    """One composition: the offsets are fixed up to their count-weighted sum, which must equal
+    the mean residual; the minimum-norm solution is proportional to the counts."""
+    import numpy as np
+
+    from ase_phisnet.electronic.remainder import element_energy_offsets_eh
+
+    species = np.array([2, 0, 0, 1, 0, 0, 0, 0, 0])  # ethanol-like: 1 of 2, 6 of 0, 1 of 1
+    residual = np.random.default_rng(0).normal(-3.0, 0.01, size=50)
+    offsets = element_energy_offsets_eh(species, 4, residual)
+    counts = np.bincount(species, minlength=4)
+    assert abs(counts @ offsets - residual.mean()) < 1e-12
+    assert offsets[3] == 0.0  # an element absent from the molecule gets nothing
+    np.testing.assert_allclose(offsets[:3] / counts[:3], offsets[0] / counts[0], rtol=1e-12)

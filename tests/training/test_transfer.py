@@ -31,6 +31,10 @@ def test_fine_tuning_changes_only_the_energy_path_and_learns_a_smooth_correction
                                                                    for r in records])
     z = torch.as_tensor(WATER_Z)
     model = load_model(model_path).double()
+    frozen_by_caller = next(name for name, _ in model.named_parameters()
+                            if name.startswith(ENERGY_PATH_PARAMETERS))
+    model.get_parameter(frozen_by_caller).requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
     before = {k: v.clone() for k, v in model.state_dict().items()}
     base_energy, base_forces = predict_energies_forces(model, z, positions)
     target_energy, target_forces = base_energy + correlation_energy, base_forces + correlation_forces
@@ -41,6 +45,8 @@ def test_fine_tuning_changes_only_the_energy_path_and_learns_a_smooth_correction
         if not key.startswith(ENERGY_PATH_PARAMETERS):  # frozen: copied tensors, exact
             torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert min(h["validation_loss"] for h in history[1:]) < history[0]["validation_loss"]
+    # the caller's freezing survives (a parameter it froze is trained here, then frozen again)
+    assert {name: p.requires_grad for name, p in tuned.named_parameters()} == flags
     tuned_energy, tuned_forces = predict_energies_forces(tuned, z, positions[12:])
     energy_error = np.abs(tuned_energy - target_energy[12:]).mean()
     print(f"held-out |E error|: {1000 * energy_error:.2f} mEh (correlation energy "
