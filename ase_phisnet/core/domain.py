@@ -8,7 +8,13 @@ A learned potential answers anywhere, but is right only near its data. A
   molecule the model has never seen;
 * each element pair's range of interatomic distances (Å), e.g. ``"H-O": (0.86, 3.1)``: a
   geometry with a pair closer or farther apart than any in the data by more than a tolerance
-  asks the model to extrapolate.
+  asks the model to extrapolate;
+* each element's range of nearest-neighbour distances (Å): for every atom of element X the
+  distance to its k-th nearest atom, k = 1 .. :data:`NEIGHBOURS`, e.g. ``"H:1": (0.92, 1.25)``
+  (an H's bond). An element pair's range mixes bonded and non-bonded pairs (ethanol's C-H
+  spans 0.9-3.7 Å), so it lets a C-H bond stretch to 3 Å unnoticed; the k-th neighbour's
+  range does not, and it sees contacts such as an H pressed against another H. Both are
+  invariant to the order of the atoms.
 
 :meth:`TrainingDomain.violations` names what lies outside. The calculator warns (or, strict,
 refuses) with that text, and ``ase-phisnet explore`` stops a trajectory on it. Distances in Å,
@@ -41,6 +47,37 @@ def element_pair(z_a: int, z_b: int) -> str:
     return "-".join(sorted((chemical_symbols[int(z_a)], chemical_symbols[int(z_b)])))
 
 
+#: Nearest neighbours per atom whose distance ranges a domain records (a carbon's four bonds).
+NEIGHBOURS = 4
+_ORDINALS = ("nearest", "2nd-nearest", "3rd-nearest", "4th-nearest")
+
+
+def neighbour_key(z: int, k: int) -> str:
+    """Name of the k-th nearest-neighbour distance of an element's atoms (``(1, 1) -> "H:1"``)."""
+    return f"{chemical_symbols[int(z)]}:{k}"
+
+
+def neighbour_distances_ang(atomic_numbers, positions_ang: np.ndarray
+                            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each atom's distances (Å) to its ``k`` nearest atoms of any element, ``k = 1 ..
+    min(NEIGHBOURS, N - 1)``, grouped by element and ``k``: ``{"H:1": (distances (..., n_H),
+    atoms (n_H,), neighbours (..., n_H))}`` for positions ``(..., N, 3)``, with the index of
+    each atom and of that neighbour."""
+    numbers = np.asarray(atomic_numbers, dtype=int)
+    positions = np.asarray(positions_ang, dtype=float)
+    distances = np.linalg.norm(positions[..., :, None, :] - positions[..., None, :, :], axis=-1)
+    distances[..., np.arange(len(numbers)), np.arange(len(numbers))] = np.inf
+    order = np.argsort(distances, axis=-1)[..., :min(NEIGHBOURS, len(numbers) - 1)]
+    nearest = np.take_along_axis(distances, order, axis=-1)  # (..., N, K)
+    groups = {}
+    for z in sorted(set(numbers.tolist())):
+        atoms = np.flatnonzero(numbers == z)
+        for k in range(nearest.shape[-1]):
+            groups[neighbour_key(z, k + 1)] = (nearest[..., atoms, k], atoms,
+                                               order[..., atoms, k])
+    return groups
+
+
 def element_pair_distances_ang(atomic_numbers, positions_ang: np.ndarray) -> dict[str, np.ndarray]:
     """Every atom pair's distance (Å), grouped by element pair: ``{"H-O": (..., n_pairs)}``
     for positions of shape ``(..., N, 3)``."""
@@ -59,23 +96,39 @@ def _pair_groups(numbers: tuple[int, ...]):
     return i, j, {name: names == name for name in sorted(set(names.tolist()))}
 
 
+def _checked_ranges(ranges: dict, what: str) -> dict[str, tuple[float, float]]:
+    checked = {}
+    for name, bounds in ranges.items():
+        low, high = (float(b) for b in bounds)
+        if not 0 <= low <= high:
+            raise ValueError(f"{what} range of {name} must satisfy 0 <= low <= high, got "
+                             f"{bounds}")
+        checked[name] = (low, high)
+    return dict(sorted(checked.items()))
+
+
+def _merged(ranges: dict, name: str, low: float, high: float) -> None:
+    old = ranges.get(name, (low, high))
+    ranges[name] = (min(old[0], low), max(old[1], high))
+
+
 @dataclass(frozen=True)
 class TrainingDomain:
-    """Compositions and element-pair distance ranges (Å) of a set of training geometries."""
+    """Compositions, element-pair distance ranges and nearest-neighbour distance ranges (Å)
+    of a set of training geometries (module docstring). ``neighbour_ranges_ang`` is ``None``
+    for a domain recorded before they were (no neighbour check)."""
 
     compositions: tuple[str, ...]
     pair_ranges_ang: dict[str, tuple[float, float]] = field(default_factory=dict)
+    neighbour_ranges_ang: dict[str, tuple[float, float]] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "compositions", tuple(sorted(set(self.compositions))))
-        ranges = {}
-        for name, bounds in self.pair_ranges_ang.items():
-            low, high = (float(b) for b in bounds)
-            if not 0 <= low <= high:
-                raise ValueError(f"pair range of {name} must satisfy 0 <= low <= high, got "
-                                 f"{bounds}")
-            ranges[name] = (low, high)
-        object.__setattr__(self, "pair_ranges_ang", dict(sorted(ranges.items())))
+        object.__setattr__(self, "pair_ranges_ang", _checked_ranges(self.pair_ranges_ang,
+                                                                    "pair"))
+        if self.neighbour_ranges_ang is not None:
+            object.__setattr__(self, "neighbour_ranges_ang", _checked_ranges(
+                self.neighbour_ranges_ang, "neighbour"))
 
     @classmethod
     def from_geometries(cls, atomic_numbers, positions_ang: np.ndarray) -> TrainingDomain:
@@ -84,18 +137,25 @@ class TrainingDomain:
         ranges = {name: (float(d.min()), float(d.max()))
                   for name, d in element_pair_distances_ang(atomic_numbers, positions).items()
                   if d.size}
-        return cls((hill_formula(atomic_numbers),), ranges)
+        neighbours = {name: (float(d.min()), float(d.max())) for name, (d, _, _)
+                      in neighbour_distances_ang(atomic_numbers, positions).items() if d.size}
+        return cls((hill_formula(atomic_numbers),), ranges, neighbours)
 
     @classmethod
     def union(cls, domains: Iterable[TrainingDomain]) -> TrainingDomain:
-        """The smallest domain holding all of ``domains``."""
-        compositions, ranges = [], {}
+        """The smallest domain holding all of ``domains`` (with neighbour ranges only if each
+        of them has them: a domain without them bounds no neighbour distance)."""
+        compositions, ranges, neighbours = [], {}, {}
         for domain in domains:
             compositions.extend(domain.compositions)
             for name, (low, high) in domain.pair_ranges_ang.items():
-                old = ranges.get(name, (low, high))
-                ranges[name] = (min(old[0], low), max(old[1], high))
-        return cls(tuple(compositions), ranges)
+                _merged(ranges, name, low, high)
+            if domain.neighbour_ranges_ang is None or neighbours is None:
+                neighbours = None
+                continue
+            for name, (low, high) in domain.neighbour_ranges_ang.items():
+                _merged(neighbours, name, low, high)
+        return cls(tuple(compositions), ranges, neighbours)
 
     def violations(self, atomic_numbers, positions_ang: np.ndarray,
                    tolerance_ang: float = 0.1) -> list[str]:
@@ -120,27 +180,70 @@ class TrainingDomain:
             if longest > high + tolerance_ang:
                 problems.append(f"{name} distance {longest:.3f} Å is above the training "
                                 f"range {low:.3f}-{high:.3f} Å")
+        return problems + self._neighbour_violations(atomic_numbers, positions_ang,
+                                                     tolerance_ang)
+
+    def _neighbour_violations(self, atomic_numbers, positions_ang, tolerance_ang) -> list[str]:
+        """One sentence per element and k whose k-th neighbour distance leaves its range,
+        naming the atom farthest out."""
+        if self.neighbour_ranges_ang is None:
+            return []
+        problems = []
+        symbols = [chemical_symbols[int(z)] for z in atomic_numbers]
+        groups = neighbour_distances_ang(atomic_numbers, positions_ang)
+        for name, (distances, atoms, neighbours) in groups.items():
+            if name not in self.neighbour_ranges_ang:
+                continue  # the element itself is named by the pair check
+            low, high = self.neighbour_ranges_ang[name]
+            excess = np.maximum(low - distances, distances - high)
+            worst = int(np.argmax(excess))
+            if excess[worst] <= tolerance_ang:
+                continue
+            atom, neighbour = int(atoms[worst]), int(neighbours[worst])
+            side = "below" if distances[worst] < low else "above"
+            ordinal = _ORDINALS[int(name.split(":")[1]) - 1]
+            problems.append(
+                f"atom {atom} ({symbols[atom]}): distance {float(distances[worst]):.3f} Å to its "
+                f"{ordinal} atom ({neighbour}, {symbols[neighbour]}) is {side} the training range "
+                f"{low:.3f}-{high:.3f} Å of {symbols[atom]} atoms' {ordinal} atoms")
         return problems
 
     def excursion_ang(self, atomic_numbers, positions_ang: np.ndarray) -> tuple[float, str]:
-        """How far (Å) the geometry's farthest-out pair distance lies outside its element
-        pair's range (0 when all are inside), and that element pair."""
+        """How far (Å) the geometry's farthest-out distance lies outside its range (0 when
+        all are inside), and that range's name (an element pair ``"H-O"`` or a neighbour
+        ``"H:1"``)."""
         worst, worst_name = 0.0, ""
         for name, distances in element_pair_distances_ang(atomic_numbers, positions_ang).items():
             low, high = self.pair_ranges_ang.get(name, (np.inf, -np.inf))
             excess = max(low - float(distances.min()), float(distances.max()) - high)
             if excess > worst:
                 worst, worst_name = excess, name
+        if self.neighbour_ranges_ang is not None:
+            groups = neighbour_distances_ang(atomic_numbers, positions_ang)
+            for name, (distances, _, _) in groups.items():
+                if name not in self.neighbour_ranges_ang:
+                    continue
+                low, high = self.neighbour_ranges_ang[name]
+                excess = max(low - float(distances.min()), float(distances.max()) - high)
+                if excess > worst:
+                    worst, worst_name = excess, name
         return worst, worst_name
 
     def to_dict(self) -> dict:
-        return {"compositions": list(self.compositions),
-                "pair_ranges_ang": {k: list(v) for k, v in self.pair_ranges_ang.items()}}
+        values = {"compositions": list(self.compositions),
+                  "pair_ranges_ang": {k: list(v) for k, v in self.pair_ranges_ang.items()}}
+        if self.neighbour_ranges_ang is not None:
+            values["neighbour_ranges_ang"] = {k: list(v)
+                                              for k, v in self.neighbour_ranges_ang.items()}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainingDomain:
         try:
+            neighbours = values.get("neighbour_ranges_ang")
             return cls(tuple(values["compositions"]),
-                       {k: tuple(v) for k, v in values["pair_ranges_ang"].items()})
-        except (KeyError, TypeError, ValueError) as error:
+                       {k: tuple(v) for k, v in values["pair_ranges_ang"].items()},
+                       None if neighbours is None
+                       else {k: tuple(v) for k, v in neighbours.items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"invalid training domain ({error!r})") from None

@@ -8,7 +8,7 @@ Example (``configs/water_example.yaml`` in the repository documents every key)::
     extra_data: [{dataset: water_hot.h5, split: {n_train: 300, n_validation: 50}}]  # optional
     model: {channels: [32, 16, 16, 8, 8], num_layers: 3, tracegrad: false}
     optim: {optimizer: adamw, learning_rate: 2.0e-3, batch_size: 16, max_epochs: 300}
-    loss: {hamiltonian: 1.0, overlap: 1.0, core_hamiltonian: 1.0, orbital_energies: 0.0}
+    loss: {hamiltonian: 1.0, orbital_energies: 0.0}
 """
 
 from __future__ import annotations
@@ -122,6 +122,10 @@ class LossWeights:
     ``virtual_orbitals``: how many of the lowest virtual orbital energies join the occupied ones
     in the orbital-energy term. With none, nothing holds the predicted LUMO where the reference
     has it, and end-to-end training can let it sink into the occupied levels outside the data.
+
+    ``overlap`` and ``core_hamiltonian`` weigh predicted S and H_core; a model that takes
+    them from the integrals (the default) has no such term, and ``tracegrad`` only counts for
+    a model with the TraceGrad branch.
 
     ``huber_delta``: when > 0, the squared part of the energy and force terms becomes
     ``2 huber(x, delta)`` of the scaled error ``x = (pred - ref) / sigma``: ``x^2`` for

@@ -132,6 +132,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     ``output_dir/train.log``, and torch's random state is seeded with ``config.seed``; both
     only for the duration of the call (:func:`training_session`)."""
     energy_stage = config.model.get("remainder") == "message_passing"
+    if energy_stage and config.optim.device not in ("auto", "cpu"):
+        raise ValueError(f"optim.device {config.optim.device!r}: the energy stage trains on the "
+                         "CPU (its cached electronic terms make each step small); use 'auto' "
+                         "or 'cpu'")
     if energy_stage:  # one process on the CPU; no process group
         rank, device = int(os.environ.get("RANK", "0")), torch.device("cpu")
     else:

@@ -334,3 +334,11 @@ def test_the_energy_stage_refuses_to_change_the_frozen_matrices(small_potential,
     name = next(iter(setting))
     with pytest.raises(ValueError, match=f"model.{name} would change the frozen matrices"):
         _model_for_energy(energy_config(data, "unused", matrices, **setting), dataset)
+
+
+def test_the_energy_stage_refuses_another_device(small_potential, tmp_path):
+    matrices, data = small_potential("H2O")
+    values = energy_config(data, tmp_path / "run", matrices).to_dict()
+    values["optim"]["device"] = "cuda"
+    with pytest.raises(ValueError, match="the energy stage trains on the CPU"):
+        train(TrainConfig.from_dict(values), progress=False)
