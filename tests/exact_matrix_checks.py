@@ -3,7 +3,7 @@
 ``hessian``, ``weighted_hessian`` and a torch function through ``exact_matrix``), imported as
 ``exact_matrix_checks``: first and second position derivatives against central differences,
 autograd (gradcheck/gradgradcheck, the ``twice_differentiable=False`` path, a Hessian by rows),
-translation invariance and rotation covariance.
+translation invariance, rotation and reflection covariance, atom permutations.
 
 Each test module describes its matrix with an :class:`ExactMatrix` (its own central-difference
 step and tolerance) and keeps its own value tests against PySCF.
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from ase.build import molecule
 from ase.units import Bohr
-from e3nn import o3
+
+from symmetry import ao_D, group_elements
 
 from ase_phisnet.core.basis import BasisLayout
 
@@ -133,20 +134,41 @@ def hessian_by_rows(matrix: ExactMatrix, integrals, positions):
 
 
 def symmetries(matrix: ExactMatrix, integrals, positions):
-    """M(x + t) = M(x), so Σ_A ∂M/∂R_A = 0; M(R x) = D(R) M(x) D(R)ᵀ and the gradient rotates
-    as a vector: ∂M/∂R_A at R x = Σ_j R_ij D ∂M/∂R_Aj Dᵀ."""
+    """M(x + t) = M(x), so Σ_A ∂M/∂R_A = 0; for a rotation and a reflection g,
+    M(g x) = D(g) M(x) D(g)ᵀ and the gradient transforms as a vector:
+    ∂M/∂R_A at g x = Σ_j g_ij D ∂M/∂R_Aj Dᵀ."""
     value_at = matrix.numpy(integrals)
     value, gradient = value_at(positions), integrals.gradient(positions)
     shifted = value_at(positions + np.array([0.3, -1.2, 2.0]))
     np.testing.assert_allclose(shifted, value, rtol=0, atol=1e-10)
     np.testing.assert_allclose(gradient.sum(0), 0.0, rtol=0, atol=1e-10)
 
-    torch.manual_seed(5)
-    rotation = o3.rand_matrix(dtype=torch.float64)
     numbers = integrals.atomic_numbers.tolist()
-    d = BasisLayout(matrix.basis, numbers).wigner_D(numbers, rotation).numpy()
-    rotation = rotation.numpy()
-    rotated = positions @ rotation.T
-    np.testing.assert_allclose(value_at(rotated), d @ value @ d.T, rtol=0, atol=1e-10)
-    expected = np.einsum("ij,mp,ajpq,nq->aimn", rotation, d, gradient, d)
-    np.testing.assert_allclose(integrals.gradient(rotated), expected, rtol=0, atol=1e-10)
+    layout = BasisLayout(matrix.basis, numbers)
+    for name, element in group_elements(5).items():
+        d, g = ao_D(layout, numbers, element).numpy(), element.numpy()
+        moved = positions @ g.T
+        np.testing.assert_allclose(value_at(moved), d @ value @ d.T, rtol=0, atol=1e-10,
+                                   err_msg=name)
+        expected = np.einsum("ij,mp,ajpq,nq->aimn", g, d, gradient, d)
+        np.testing.assert_allclose(integrals.gradient(moved), expected, rtol=0, atol=1e-10,
+                                   err_msg=name)
+
+
+def permutation(matrix: ExactMatrix, integrals, positions):
+    """The same molecule with its atoms in another order (the first atom moved last): a new
+    integrals object of the permuted atoms gives M with its AO blocks permuted, and the
+    gradient with its atoms and AO blocks permuted (each atom's own integrals, not another
+    atom's of the same element)."""
+    numbers = np.asarray(integrals.atomic_numbers)
+    order = np.roll(np.arange(len(numbers)), -1)
+    permuted = type(integrals)(numbers[order], matrix.basis)
+    slices = BasisLayout(matrix.basis, numbers.tolist()).ao_slices(numbers.tolist())
+    ao_order = np.concatenate([np.arange(slices[a].start, slices[a].stop) for a in order])
+    value = matrix.numpy(integrals)(positions)
+    np.testing.assert_allclose(matrix.numpy(permuted)(positions[order]),
+                               value[np.ix_(ao_order, ao_order)], rtol=0, atol=1e-10)
+    gradient = integrals.gradient(positions)
+    np.testing.assert_allclose(permuted.gradient(positions[order]),
+                               gradient[order][:, :, ao_order][:, :, :, ao_order],
+                               rtol=0, atol=1e-10)

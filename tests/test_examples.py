@@ -57,8 +57,10 @@ def test_nve_water(tmp_path):
     assert_pngs(tmp_path, "energy_conservation.png", "md_overview.png")
     assert (tmp_path / "nve.traj").exists() and np.loadtxt(tmp_path / "nve.log").shape == (41, 7)
     assert results["steps"] == 40 and results["simulated_ps"] == pytest.approx(0.02)
-    # Kinetic energy ~ 0.01-0.04 eV/atom; Verlet's total energy is conserved far better.
-    assert abs(results["energy_drift_ev_per_atom_per_ps"]) < 0.05
+    # Kinetic energy ~ 0.01-0.04 eV/atom; Verlet's total energy is conserved far better: a line
+    # fitted to 20 fs of Verlet's ~5e-5 eV/atom oscillation has a slope of ~1e-3 eV/atom/ps
+    # (measured 1.5e-3; 10 ps runs drift ~1e-7).
+    assert abs(results["energy_drift_ev_per_atom_per_ps"]) < 5e-3
     assert 0 <= results["energy_fluctuation_ev_per_atom"] < 1e-3
 
 
@@ -134,6 +136,8 @@ def test_vibrations_ase_against_pyscf(tmp_path):
     np.testing.assert_allclose(pyscf, [1608, 3690, 3790], atol=25)
     assert results["optimizations"]["PySCF"]["converged"]
     assert all_finite(list(results["mean_abs_difference_cm"].values()))
+    # the water target: harmonic frequencies within 10 cm^-1 of PySCF's (measured 0.5)
+    assert results["mean_abs_difference_cm"]["analytic Hessian vs PySCF PBE/def2-svp"] < 10
     assert set(results["gibbs_free_energy_ev"]) == {"PhiSNet", "PySCF"}
 
     # A second run reuses the PySCF reference kept beside the results, unless told otherwise.

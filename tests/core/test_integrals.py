@@ -92,3 +92,26 @@ def test_repeated_pullbacks_of_one_graph_compute_the_first_derivatives_once(wate
         fresh = positions.clone().requires_grad_(True)
         (expected,) = torch.autograd.grad(exact_overlap(integrals, fresh), fresh, w)
         torch.testing.assert_close(row, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("element", ["rotation", "reflection"])
+def test_overlap_and_its_pullback_transform_under_rotations_and_reflections(water, element):
+    """S(g x) = D S(x) Dᵀ, and the position gradient of Σ W∘S (any weights W) at g x is
+    g times that of Σ (DᵀWD)∘S at x: the derivative integrals transform as vectors."""
+    from symmetry import ao_D, group_elements
+
+    from ase_phisnet.core.basis import BasisLayout
+
+    numbers, positions = water
+    integrals = OverlapIntegrals(numbers, "def2-svp")
+    g = group_elements(3)[element]
+    d = ao_D(BasisLayout("def2-svp", numbers.tolist()), numbers.tolist(), g)
+    moved = (positions @ g.T).requires_grad_(True)
+    torch.testing.assert_close(exact_overlap(integrals, moved).detach(),
+                               d @ exact_overlap(integrals, positions) @ d.T, rtol=0, atol=1e-12)
+    weights = torch.randn(24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (at_moved,) = torch.autograd.grad((exact_overlap(integrals, moved) * weights).sum(), moved)
+    here = positions.clone().requires_grad_(True)
+    (at_here,) = torch.autograd.grad((exact_overlap(integrals, here) * (d.T @ weights @ d)).sum(),
+                                     here)
+    torch.testing.assert_close(at_moved, at_here @ g.T, rtol=0, atol=1e-12)

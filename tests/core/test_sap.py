@@ -71,10 +71,12 @@ def test_hessian_matches_finite_differences_of_the_gradient(system):
     np.testing.assert_allclose(hessian, hessian.transpose(0, 1, 2, 3, 5, 4), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("check", ["autograd", "hessian_by_rows", "symmetries"])
+@pytest.mark.parametrize("check", ["autograd", "hessian_by_rows", "symmetries",
+                                   "permutation"])
 def test_shared_exact_matrix_checks(system, check):
     """Autograd (gradcheck/gradgradcheck of ``Σ W ∘ V_SAP(R)``, one geometry and two; a Hessian
-    by rows), translation invariance and rotation covariance: see ``exact_matrix_checks``."""
+    by rows), translation invariance, rotation and reflection covariance and atom permutations: see
+    ``exact_matrix_checks``."""
     getattr(checks, check)(V_SAP, *system)
 
 

@@ -58,6 +58,26 @@ def test_gradient_is_finite_and_exact_at_degenerate_occupied_orbitals(methane_rh
     assert float((gradient * direction).sum()) == pytest.approx(float(numerical), rel=1e-8)
 
 
+@pytest.mark.parametrize("derivative_order", [1, 2])
+def test_overlap_gradient_matches_finite_differences(methane_rhf, derivative_order):
+    """dE/dS (through the Cholesky orthogonalization and the occupied projector, what S's
+    position derivative multiplies in the forces) against a fourth-order central difference
+    along a seeded symmetric direction, scaled so that S stays positive definite."""
+    _, _, mf = methane_rhf
+    fock, overlap, hcore = tensors(mf)
+    direction = torch.tensor(np.random.default_rng(1).normal(size=overlap.shape))
+    direction = 1e-2 * (direction + direction.T) / (direction + direction.T).norm()
+
+    def energy(s):
+        return band_energy_eh(solve_closed_shell(fock, s, 5, derivative_order=derivative_order),
+                              fock, hcore)
+
+    s = overlap.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(energy(s), s)
+    numerical = central_difference(lambda t: energy(overlap + t * direction), 1e-2)
+    assert float((gradient * direction).sum()) == pytest.approx(float(numerical), rel=1e-7)
+
+
 def test_torch_eigh_backward_fails_where_ours_does_not():
     """The motivation, on an exactly (bitwise) degenerate occupied level: torch's eigenvector
     derivative divides by eps_i - eps_j = 0; the projector derivative needs only the gap."""

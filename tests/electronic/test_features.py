@@ -60,11 +60,17 @@ def test_invariant_under_rotations_and_reflections(methane, dtype, element):
 
 
 def test_permuted_with_the_atoms(methane):
+    """The atoms reordered (C moved from first to second, the H shuffled) reorder the
+    features. H is perturbed by a seeded symmetric matrix first: at methane's Td geometry
+    every H has the same features, and a wrong atom mapping would go unseen."""
     _, _, z, layout, hamiltonian, overlap = methane
-    order = [0, 3, 1, 4, 2]  # C stays first; the four H permuted
+    noise = torch.as_tensor(np.random.default_rng(11).normal(size=hamiltonian.shape))
+    hamiltonian = hamiltonian + 1e-2 * (noise + noise.T)
+    reference = _features(layout, z, hamiltonian, overlap)
+    assert float((reference[1:] - reference[1]).abs().max()) > 1e-4  # the H now differ
+    order = [2, 0, 4, 1, 3]
     slices = layout.ao_slices(z)
     ao_order = torch.cat([torch.arange(slices[a].start, slices[a].stop) for a in order])
     permuted = _features(layout, [z[a] for a in order], hamiltonian[ao_order][:, ao_order],
                          overlap[ao_order][:, ao_order])
-    torch.testing.assert_close(permuted, _features(layout, z, hamiltonian, overlap)[order],
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(permuted, reference[order], rtol=0, atol=1e-10)

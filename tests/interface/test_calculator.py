@@ -19,7 +19,6 @@ from ase.calculators.fd import calculate_numerical_forces
 from ase.collections import s22
 from ase.dft.bandgap import bandgap
 from ase.units import Bohr, fs
-from e3nn import o3
 
 from ase_phisnet.interface.calculator import (
     OutsideTrainingDomainError,
@@ -121,20 +120,50 @@ def test_hessian_is_symmetric_and_matches_finite_differences(name, calc_fixture,
     np.testing.assert_allclose(hessian, numerical, atol=1e-4 * np.abs(hessian).max())
 
 
-def test_energy_is_invariant_and_forces_rotate(water_calc):
+@pytest.mark.parametrize("element", ["rotation", "reflection"])
+def test_energy_is_invariant_and_forces_dipole_and_hessian_transform(water_calc, element):
+    """Under ``R -> g R + t`` (a proper or improper rotation and a shift): E and the charges
+    unchanged, forces and dipole rotated by ``g``, the Hessian by ``G H G^T`` with
+    ``G = I_A ⊗ g`` (float64 throughout; tolerances ~1e3x the float64 rounding)."""
+    from symmetry import group_elements
+
     atoms = displaced("H2O", 2)
     atoms.calc = water_calc
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-    dipole = atoms.get_dipole_moment()
-    torch.manual_seed(0)
-    rotation = o3.rand_matrix(dtype=torch.float64).numpy()
+    dipole, charges = atoms.get_dipole_moment(), atoms.get_charges()
+    hessian = water_calc.get_hessian(atoms)
+    g = group_elements(0)[element].numpy()
     moved = atoms.copy()
-    moved.positions = atoms.positions @ rotation.T + np.array([1.0, -2.0, 0.5])
+    moved.positions = atoms.positions @ g.T + np.array([1.0, -2.0, 0.5])
     moved.calc = water_calc
     assert moved.get_potential_energy() == pytest.approx(energy, abs=1e-9)
-    np.testing.assert_allclose(moved.get_forces(), forces @ rotation.T, atol=1e-9)
-    np.testing.assert_allclose(moved.get_charges(), atoms.get_charges(), atol=1e-9)
-    np.testing.assert_allclose(moved.get_dipole_moment(), dipole @ rotation.T, atol=1e-8)
+    np.testing.assert_allclose(moved.get_forces(), forces @ g.T, atol=1e-9)
+    np.testing.assert_allclose(moved.get_charges(), charges, atol=1e-9)
+    np.testing.assert_allclose(moved.get_dipole_moment(), dipole @ g.T, atol=1e-8)
+    big_g = np.kron(np.eye(len(atoms)), g)
+    np.testing.assert_allclose(water_calc.get_hessian(moved), big_g @ hessian @ big_g.T,
+                               atol=1e-7 * np.abs(hessian).max())
+
+
+def test_results_follow_a_permutation_of_the_atoms(methane_calc):
+    """Reordering the atoms (the carbon last, the hydrogens shuffled) reorders forces, charges
+    and Hessian blocks and leaves E, the dipole and the orbital energies unchanged."""
+    atoms = displaced("CH4", 4)
+    atoms.calc = methane_calc
+    energy, forces, charges = (atoms.get_potential_energy(), atoms.get_forces(),
+                               atoms.get_charges())
+    dipole, eigenvalues = atoms.get_dipole_moment(), methane_calc.get_eigenvalues()
+    hessian = methane_calc.get_hessian(atoms).reshape(5, 3, 5, 3)
+    order = [2, 4, 1, 3, 0]
+    permuted = atoms[order]
+    permuted.calc = methane_calc
+    assert permuted.get_potential_energy() == pytest.approx(energy, abs=1e-9)
+    np.testing.assert_allclose(permuted.get_forces(), forces[order], atol=1e-9)
+    np.testing.assert_allclose(permuted.get_charges(), charges[order], atol=1e-9)
+    np.testing.assert_allclose(permuted.get_dipole_moment(), dipole, atol=1e-8)
+    np.testing.assert_allclose(methane_calc.get_eigenvalues(), eigenvalues, atol=1e-8)
+    np.testing.assert_allclose(methane_calc.get_hessian(permuted).reshape(5, 3, 5, 3),
+                               hessian[order][:, :, order], atol=1e-7 * np.abs(hessian).max())
 
 
 # The small model's untrained forces stretch the bonds beyond its 12 training geometries.
@@ -373,7 +402,8 @@ def test_changing_the_charge_discards_the_results(small_potential):
 
 def test_unknown_parameters_are_refused(small_potential):
     path, _ = small_potential("H2O")
-    with pytest.raises(CalculatorSetupError, match=r"unknown calculator parameter\(s\) \['chrage'\]"):
+    with pytest.raises(CalculatorSetupError,
+                       match=r"unknown calculator parameter\(s\) \['chrage'\]"):
         PhiSNetCalculator(model=path, chrage=2)
     calc = PhiSNetCalculator(model=path)
     with pytest.raises(CalculatorSetupError, match="constructor arguments"):
