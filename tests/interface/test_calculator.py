@@ -223,8 +223,13 @@ def test_density_matrix_is_a_pyscf_initial_guess(water_calc):
     mol = build_molecule(atoms.numbers, atoms.positions / Bohr, "sto-3g")
     mf = scf.RHF(mol)
     mf.verbose = 0
-    energy = mf.kernel(dm0=atoms.calc.get_density_matrix())
+    guess = atoms.calc.get_density_matrix(atoms)
+    # a guess near the solution (the small model is trained on RHF/STO-3G): its energy lies
+    # far below that of the core-Hamiltonian guess, and the SCF from it converges to PySCF's
+    assert mf.energy_tot(dm=guess) < mf.energy_tot(dm=mf.get_init_guess(key="1e")) - 1.0
+    energy = mf.kernel(dm0=guess)
     assert mf.converged and energy == pytest.approx(scf.RHF(mol).kernel(), abs=1e-8)
+    assert mf.energy_tot(dm=guess) - energy < 1e-2  # within 10 mEh of the converged energy
 
 
 def test_calculator_caches_and_follows_check_state(water_calc):
