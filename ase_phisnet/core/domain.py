@@ -161,8 +161,9 @@ class TrainingDomain:
                    tolerance_ang: float = 0.1) -> list[str]:
         """What of one geometry ``(N, 3)`` (Å) lies outside the domain, one sentence each;
         empty when it lies inside. A pair distance counts when it leaves its element pair's
-        range by more than ``tolerance_ang``; an element pair absent from the data counts
-        as outside."""
+        range by more than ``tolerance_ang``, and so does an atom's k-th nearest-neighbour
+        distance leaving its element's range (one sentence per element and k, naming the atom
+        farthest out); an element pair absent from the data counts as outside."""
         problems = []
         formula = hill_formula(atomic_numbers)
         if formula not in self.compositions:
