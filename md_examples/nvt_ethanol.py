@@ -10,8 +10,9 @@ velocities, through ``ase_phisnet.interface.md.run_md``; the oxygen Mulliken cha
     results.json          settings and the numbers printed
 
 Whether the run stayed inside the potential's data is read off every saved frame: how far
-(Å) its farthest-out element-pair distance lies outside the training range of that pair (the
-domain recorded in the model file), and how many frames leave it.
+(Å) its farthest-out distance lies outside its training range (an element pair's, e.g.
+``H-O``, or where the model file records them an element's k-th nearest-neighbour range,
+e.g. ``H:1``; ``largest_excursion_pair`` names it), and how many frames leave it.
 
 Run (2 ps with the shipped ethanol-pbe-def2svp, ~5 min on one CPU thread beside other jobs:
 ~14 steps/s):
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
           f"{results['homo_lumo_gap_ev']['mean']:.3f} +- {results['homo_lumo_gap_ev']['std']:.3f}"
           " eV")
     if domain is not None:
-        print(f"frames outside the training data's pair-distance ranges: "
+        print(f"frames outside the training data's distance ranges: "
               f"{results['training_domain']['frames_outside']} of {len(frames)}; largest "
               f"excursion {worst[0]:.3f} Å ({worst[1] or 'none'})")
     for index, charge in results["oxygen_mulliken_charge_e"].items():

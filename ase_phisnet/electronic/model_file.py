@@ -53,10 +53,10 @@ def recorded_config(values: dict) -> ModelConfig:
 def save_model(model: PhiSNetModel, path, extra: dict | None = None) -> None:
     """Write ``path`` (weights) and ``path + '.json'`` (config and ``extra`` metadata).
 
-    Both are written to temporary files first and then renamed, the JSON last: a crash
-    mid-write (training overwrites its best model at every improvement) leaves the previous
-    pair or, at worst, new weights beside the previous metadata of the same model, never a
-    truncated file.
+    Both are written to temporary files (``.tmp``) first and then renamed, the JSON last: a
+    crash mid-write (training overwrites its best model at every improvement) leaves no
+    truncated file under either name, at worst new weights beside the previous JSON (and a
+    stray ``.tmp``).
     """
     path = os.fspath(path)
     meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,

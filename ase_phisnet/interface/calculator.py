@@ -101,9 +101,10 @@ def integer_charge(charge) -> int:
 
 
 def _problem_kind(problem: str) -> str:
-    """A domain problem without its numbers (``"H-O distance # Å is below ..."``): what stays
-    the same while an MD trajectory stays outside in the same way."""
-    return re.sub(r"\d+\.\d+", "#", problem)
+    """A domain problem without its numbers, distances and atom indices alike (``"H-O
+    distance # Å is below ..."``, ``"atom # (H): distance # Å to its nearest atom (#, O)
+    ..."``): what stays the same while an MD trajectory stays outside in the same way."""
+    return re.sub(r"\d+(\.\d+)?", "#", problem)
 
 
 class PhiSNetCalculator(Calculator, GetOutputsMixin):
@@ -121,11 +122,12 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
             the charge of its training data; another charge counts as outside its domain.
         basis: Optional basis the caller expects; a mismatch with the model is an error.
         strict: A geometry outside the model's training domain (another composition or
-            charge, or an element pair's distance outside its training range by more than
-            ``domain_tolerance_ang``, or an electronic feature beyond the range the energy
+            charge, an element pair's distance or an atom's k-th nearest-neighbour distance
+            outside its training range by more than ``domain_tolerance_ang``, or an electronic
+            feature beyond the range the energy
             network takes unchanged) is an :class:`OutsideTrainingDomainError` instead of an
             :class:`OutsideTrainingDomainWarning` (warned once per kind of problem).
-        domain_tolerance_ang: How far (Å) a pair distance may leave its training range.
+        domain_tolerance_ang: How far (Å) a distance may leave its training range.
     """
 
     implemented_properties = ("energy", "free_energy", "forces", "dipole", "charges")

@@ -5,8 +5,9 @@ the coordinates the data miss: where the learned surface is too soft or falls aw
 heats up and the trajectory runs off. :func:`explore` runs several short Langevin trajectories
 (different seeds) and stops each at the first sign of this:
 
-* ``outside``: an interatomic distance leaves the range its element pair has in the data (the
-  :class:`~ase_phisnet.core.domain.TrainingDomain` that the calculator checks too) by more
+* ``outside``: an interatomic distance leaves the range its element pair has in the data, or
+  an atom's k-th nearest-neighbour distance its element's range (the
+  :class:`~ase_phisnet.core.domain.TrainingDomain` that the calculator checks too), by more
   than ``distance_tolerance_ang``;
 * ``hot``: the instantaneous temperature exceeds ``max_temperature_factor`` times the
   thermostat's. With ``f`` degrees of freedom, ``T`` fluctuates in equilibrium by a relative
@@ -99,7 +100,7 @@ def explore(atoms: Atoms, calculator, domain: TrainingDomain, settings: ExploreS
     """Run ``settings.runs`` Langevin trajectories of ``atoms`` on ``calculator`` from the same
     start, each until a stop rule fires (module docstring) or ``settings.steps`` have run.
 
-    ``domain``: the data's element-pair distance ranges (e.g. the model's recorded domain,
+    ``domain``: the data's distance ranges (e.g. the model's recorded domain,
     or ``TrainingDomain.from_geometries`` of data files). The start geometry must lie inside
     it. Returns one :class:`ExploreRun` per trajectory;
     completed runs keep no frames.

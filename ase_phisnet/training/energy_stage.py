@@ -82,7 +82,7 @@ class CachedElectronic:
 
 
 def cache_electronic(model: PhiSNetModel, atomic_numbers: torch.Tensor,
-                     positions_bohr: torch.Tensor, charge: int = 0,
+                     positions_bohr: torch.Tensor, *, charge: int = 0,
                      progress: bool = False) -> CachedElectronic:
     """``E_0``, ``F_0``, ``x`` and ``dx/dR`` (module docstring) of ``model``'s frozen part at
     each geometry of ``positions_bohr`` ``(N, A, 3)`` of the molecule with total ``charge``
@@ -236,8 +236,8 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
     return copy
 
 
-def _cache_all(model, config: TrainConfig, atomic_numbers, charge: int,
-               parts: dict[str, list], progress: bool) -> dict[str, CachedElectronic]:
+def _cache_all(model, config: TrainConfig, atomic_numbers, parts: dict[str, list], *,
+               charge: int, progress: bool) -> dict[str, CachedElectronic]:
     """The cache of each list of ``parts`` (its parts' caches concatenated) of the molecule
     with total ``charge`` (e), every distinct part computed once (an oversampled part enters a list several times as the same object),
     spread over ``optim.cache_workers`` processes."""
@@ -248,7 +248,8 @@ def _cache_all(model, config: TrainConfig, atomic_numbers, charge: int,
     positions = torch.cat([part[1] for part in distinct.values()])
     workers = min(config.optim.cache_workers, len(positions))
     if workers <= 1:
-        computed = cache_electronic(model, atomic_numbers, positions, charge, progress)
+        computed = cache_electronic(model, atomic_numbers, positions, charge=charge,
+                                    progress=progress)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -279,7 +280,7 @@ def _cache_in_worker(config_values: dict, atomic_numbers, positions_bohr,
         model = _model_for_energy(config, dataset)
     finally:
         dataset.close()
-    return cache_electronic(model, atomic_numbers, positions_bohr, charge)
+    return cache_electronic(model, atomic_numbers, positions_bohr, charge=charge)
 
 
 def _load_part(dataset, indices):
@@ -335,7 +336,7 @@ def train_energy(config: TrainConfig, progress: bool = True):
         if stored is not None:
             logger.warning("%s was computed for other settings (%s, now %s); recomputing",
                            cache_path, stored.get("settings"), settings)
-        cache = _cache_all(model, config, z, charge, parts, progress)
+        cache = _cache_all(model, config, z, parts, charge=charge, progress=progress)
         torch.save({"settings": settings,
                     **{name: dataclasses.astuple(c) for name, c in cache.items()}}, cache_path)
     dtype = getattr(torch, opt.dtype)

@@ -32,7 +32,7 @@ import scipy.linalg
 import torch
 from ase.units import Bohr, Debye, Hartree, kcal, mol
 
-from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.core.errors import ElectronCountError, PhiSNetError
 from ase_phisnet.core.integrals import position_integrals
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.model import PhiSNetModel
@@ -174,6 +174,8 @@ def evaluate_model(model: PhiSNetModel, dataset: HamiltonianDataset, positions,
         if energies:
             try:
                 batch_errors = [energy_force_errors(model, records, charge)]
+            except ElectronCountError:  # the charge, not a geometry: every record fails
+                raise
             except PhiSNetError:  # e.g. an indefinite predicted S: find which, skip those
                 batch_errors = []
                 for record in records:

@@ -23,7 +23,7 @@ import torch
 from ase.units import Bohr
 
 from ase_phisnet.core.domain import TrainingDomain
-from ase_phisnet.core.errors import PhiSNetError
+from ase_phisnet.core.errors import ElectronCountError, PhiSNetError
 from ase_phisnet.data.dataset import HamiltonianDataset
 from ase_phisnet.electronic.energy import energy_from_outputs
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel, reconfigured
@@ -75,6 +75,8 @@ def fit_element_energies(model: PhiSNetModel, train: MatrixData, batch_size: int
         try:
             predicted = energy_from_outputs(out, batch.atomic_numbers, batch.positions_bohr,
                                             n_occ, energy_model=model.config.energy_model)
+        except ElectronCountError:  # the data's charge, not the matrices
+            raise
         except PhiSNetError as error:
             raise ValueError(
                 f"energy/force training needs sensible predicted matrices ({error}); train the "

@@ -121,7 +121,9 @@ def ship_potential(model_path: str, dataset_path: str, name: str, stage_configs:
     model, meta = load_model_file(model_path)
     model = model.to(torch.float64)
     training = meta["training"]
-    domain = training_domain(meta) or training_domain_of_record(training)
+    domain = training_domain(meta)
+    if domain is None or domain.neighbour_ranges_ang is None:  # recorded before they were
+        domain = training_domain_of_record(training)
     dataset = HamiltonianDataset(dataset_path)
     metrics = evaluate_model(model, dataset, trained_test_split({"training": training}, dataset))
     training = {**training, "dataset": os.path.basename(dataset_path)}

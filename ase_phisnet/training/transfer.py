@@ -75,9 +75,10 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
                           config: FineTuneConfig = FineTuneConfig(), charge: int = 0):
     """Fine-tune ``model``'s energy path (in place) and return ``(model, history)``.
 
-    Geometries of one molecule with total ``charge`` (e). Only the parameters named by
-    :data:`ENERGY_PATH_PARAMETERS` change; the model ends with the weights of the best
-    validation epoch, and with each parameter's ``requires_grad`` as it came.
+    Geometries of one molecule with total ``charge`` (e). The parameters named by
+    :data:`ENERGY_PATH_PARAMETERS` train (also one the caller had frozen) and no others; the
+    model ends with the weights of the best validation epoch, and with each parameter's
+    ``requires_grad`` as it came (also when training fails).
     """
     generator = torch.Generator().manual_seed(config.seed)
     dtype = next(model.parameters()).dtype
@@ -91,48 +92,50 @@ def fine_tune_energy_path(model: PhiSNetModel, atomic_numbers, train_positions_b
                          validation_forces_eh_per_bohr)
     refit_element_energies(model, z, train_positions_bohr, train_energy_eh, charge)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    trainable = []
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name.startswith(ENERGY_PATH_PARAMETERS))
-        if parameter.requires_grad:
-            trainable.append(parameter)
-    sigma_e = max(float(train[1].std()), 1e-5)
-    sigma_f = float(train[2].std())
-    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
+    try:
+        trainable = []
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(ENERGY_PATH_PARAMETERS))
+            if parameter.requires_grad:
+                trainable.append(parameter)
+        sigma_e = max(float(train[1].std()), 1e-5)
+        sigma_f = float(train[2].std())
+        optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
 
-    def loss_of(positions, energy, forces):
-        prediction, predicted_forces = energy_and_forces(model, z, positions, charge,
-                                                         create_graph=True)
-        return (config.energy_weight * _scaled(prediction.energy_eh - energy, sigma_e)
-                + config.force_weight * _scaled(predicted_forces - forces, sigma_f))
+        def loss_of(positions, energy, forces):
+            prediction, predicted_forces = energy_and_forces(model, z, positions, charge,
+                                                             create_graph=True)
+            return (config.energy_weight * _scaled(prediction.energy_eh - energy, sigma_e)
+                    + config.force_weight * _scaled(predicted_forces - forces, sigma_f))
 
-    def validation_loss():
-        total = 0.0
-        for first in range(0, len(validation[0]), config.batch_size):
-            part = [t[first:first + config.batch_size] for t in validation]
-            prediction, predicted_forces = energy_and_forces(model, z, part[0], charge)
-            total += len(part[0]) * float(
-                config.energy_weight * _scaled(prediction.energy_eh.detach() - part[1], sigma_e)
-                + config.force_weight * _scaled(predicted_forces.detach() - part[2], sigma_f))
-        return total / len(validation[0])
+        def validation_loss():
+            total = 0.0
+            for first in range(0, len(validation[0]), config.batch_size):
+                part = [t[first:first + config.batch_size] for t in validation]
+                prediction, predicted_forces = energy_and_forces(model, z, part[0], charge)
+                total += len(part[0]) * float(
+                    config.energy_weight * _scaled(prediction.energy_eh.detach() - part[1], sigma_e)
+                    + config.force_weight * _scaled(predicted_forces.detach() - part[2], sigma_f))
+            return total / len(validation[0])
 
-    best = (validation_loss(), copy.deepcopy(model.state_dict()))
-    history = [{"epoch": 0, "validation_loss": best[0]}]
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(train[0]), generator=generator)
-        for first in range(0, len(order), config.batch_size):
-            index = order[first:first + config.batch_size]
-            optimizer.zero_grad()
-            loss_of(*(t[index] for t in train)).backward()
-            optimizer.step()
-        loss = validation_loss()
-        history.append({"epoch": epoch, "validation_loss": loss})
-        log.info("fine-tune epoch %d: validation loss %.4g", epoch, loss)
-        if loss < best[0]:
-            best = (loss, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[1])
-    # The force term dominates the loss and leaves a small constant energy offset: remove it.
-    refit_element_energies(model, z, train_positions_bohr, train_energy_eh, charge)
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(requires_grad[name])
-    return model, history
+        best = (validation_loss(), copy.deepcopy(model.state_dict()))
+        history = [{"epoch": 0, "validation_loss": best[0]}]
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(len(train[0]), generator=generator)
+            for first in range(0, len(order), config.batch_size):
+                index = order[first:first + config.batch_size]
+                optimizer.zero_grad()
+                loss_of(*(t[index] for t in train)).backward()
+                optimizer.step()
+            loss = validation_loss()
+            history.append({"epoch": epoch, "validation_loss": loss})
+            log.info("fine-tune epoch %d: validation loss %.4g", epoch, loss)
+            if loss < best[0]:
+                best = (loss, copy.deepcopy(model.state_dict()))
+        model.load_state_dict(best[1])
+        # The force term dominates the loss and leaves a small constant energy offset: remove it.
+        refit_element_energies(model, z, train_positions_bohr, train_energy_eh, charge)
+        return model, history
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(requires_grad[name])

@@ -2,7 +2,7 @@
 
 The same geometries as the potential, from the splits its model file records: ``train.xyz``
 (the main file's training split and every extra file's, e.g. the bond-stretched and bent
-ones), ``valid.xyz`` (the main file's validation split: MACE selects its epoch on thermal
+ones, each repeated as often as the potential's training oversampled it), ``valid.xyz`` (the main file's validation split: MACE selects its epoch on thermal
 geometries, as the potential does), ``test.xyz`` (the main file's test split),
 ``extra_test.xyz`` (the extra files' test records) and ``heldout.xyz`` (a set never trained
 on). Energies in eV under ``REF_energy``, forces in eV/Å under ``REF_forces`` (ASE units; the
@@ -60,10 +60,12 @@ def main():
     split = recorded_split(main_data, record["split"])
     sets = {"train": frames(main_data, split.train), "valid": frames(main_data, split.validation),
             "test": frames(main_data, split.test), "extra_test": []}
-    for extra in record.get("extra_data", []):
+    configured = record.get("config", {}).get("extra_data", [])
+    for index, extra in enumerate(record.get("extra_data", [])):
         data = opened(extra["dataset"], os.path.join("data", os.path.basename(extra["dataset"])))
         part = recorded_split(data, extra["split"])
-        sets["train"] += frames(data, part.train)
+        repeat = configured[index].get("repeat", 1) if index < len(configured) else 1
+        sets["train"] += frames(data, part.train) * repeat
         sets["extra_test"] += frames(data, part.test)
     heldout = HamiltonianDataset(args.heldout)
     sets["heldout"] = frames(heldout, range(len(heldout)))

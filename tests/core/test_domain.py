@@ -123,7 +123,7 @@ def test_a_stretched_bond_inside_its_element_pairs_range_is_outside_its_neighbou
     inside that range, but its H's nearest atom is then 2.0 Å away where the data hold
     ~1.1 Å: the neighbour check names that atom and the element-pair check is silent."""
     ethanol, domain = ethanol_domain()
-    hydrogen = 4  # a methyl H: bonded to C 1 (ASE's CH3CH2OH)
+    hydrogen = 4  # an H of the CH2 group (ASE's CH3CH2OH)
     carbon = int(np.argmin(np.linalg.norm(ethanol.positions[:3] - ethanol.positions[hydrogen],
                                           axis=1)))
     bond = ethanol.positions[hydrogen] - ethanol.positions[carbon]
@@ -163,7 +163,7 @@ def test_a_domain_recorded_without_neighbour_ranges_checks_pairs_only():
     assert TrainingDomain.union([old, domain]).neighbour_ranges_ang is None
     assert TrainingDomain.union([domain, domain]) == domain
     contact = ethanol.positions.copy()
-    contact[4] = contact[5] + 0.45 * (contact[4] - contact[5])  # two methyl H 0.8 Å apart
+    contact[4] = contact[5] + 0.45 * (contact[4] - contact[5])  # two CH2 hydrogens 0.8 Å apart
     assert any("below the training range" in p and p.startswith("atom")
                for p in domain.violations(ethanol.numbers, contact))
     assert not any(p.startswith("atom") for p in old.violations(ethanol.numbers, contact))

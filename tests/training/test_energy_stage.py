@@ -83,13 +83,14 @@ def test_an_oversampled_part_is_cached_once(small_potential, monkeypatch):
     once, twice = (z, positions[:1]), (z, positions[1:])
     calls = []
 
-    def counted(model, atomic_numbers, positions_bohr, charge=0, progress=False):
+    def counted(model, atomic_numbers, positions_bohr, *, charge=0, progress=False):
         calls.append(len(positions_bohr))
-        return cache_electronic(model, atomic_numbers, positions_bohr, charge, progress)
+        return cache_electronic(model, atomic_numbers, positions_bohr, charge=charge,
+                                progress=progress)
 
     monkeypatch.setattr(energy_stage, "cache_electronic", counted)
-    cached = _cache_all(model, config, z, 0, {"train": [once, twice, twice],
-                                              "validation": [twice]}, progress=False)
+    cached = _cache_all(model, config, z, {"train": [once, twice, twice],
+                                           "validation": [twice]}, charge=0, progress=False)
     assert calls == [3]
     for name, rows in (("train", [0, 1, 2, 1, 2]), ("validation", [1, 2])):
         expected = cache_electronic(model, z, positions[rows])
@@ -113,7 +114,7 @@ def test_cache_workers_compute_the_same_cache_in_processes(small_potential, tmp_
     z = torch.as_tensor(records[0].atomic_numbers)
     positions = torch.stack([torch.as_tensor(r.positions_bohr) for r in records])
     parts = {"train": [(z, positions[:3])], "validation": [(z, positions[3:])]}
-    cached = _cache_all(model, config, z, 0, parts, progress=False)
+    cached = _cache_all(model, config, z, parts, charge=0, progress=False)
     for name, rows in (("train", slice(0, 3)), ("validation", slice(3, 5))):
         expected = cache_electronic(model, z, positions[rows])
         for got, want in zip(dataclasses.astuple(cached[name]), dataclasses.astuple(expected)):
