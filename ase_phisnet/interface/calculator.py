@@ -124,8 +124,8 @@ class PhiSNetCalculator(Calculator, GetOutputsMixin):
         strict: A geometry outside the model's training domain (another composition or
             charge, an element pair's distance or an atom's k-th nearest-neighbour distance
             outside its training range by more than ``domain_tolerance_ang``, or an electronic
-            feature beyond the range the energy
-            network takes unchanged) is an :class:`OutsideTrainingDomainError` instead of an
+            feature beyond the range the energy network takes unchanged) is an
+            :class:`OutsideTrainingDomainError` instead of an
             :class:`OutsideTrainingDomainWarning` (warned once per kind of problem).
         domain_tolerance_ang: How far (Å) a distance may leave its training range.
     """

@@ -36,6 +36,7 @@ budget and a checkpoint after every epoch that resumes exactly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -146,8 +147,6 @@ def predicted_energy_forces(model: PhiSNetModel, atomic_numbers, positions_bohr,
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -239,8 +238,8 @@ def with_refitted_constants(model: PhiSNetModel, species, positions_bohr, energy
 def _cache_all(model, config: TrainConfig, atomic_numbers, parts: dict[str, list], *,
                charge: int, progress: bool) -> dict[str, CachedElectronic]:
     """The cache of each list of ``parts`` (its parts' caches concatenated) of the molecule
-    with total ``charge`` (e), every distinct part computed once (an oversampled part enters a list several times as the same object),
-    spread over ``optim.cache_workers`` processes."""
+    with total ``charge`` (e), every distinct part computed once (an oversampled part enters a
+    list several times as the same object), spread over ``optim.cache_workers`` processes."""
     distinct = {}
     for part_list in parts.values():
         for part in part_list:
