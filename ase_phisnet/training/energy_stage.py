@@ -318,7 +318,8 @@ def train_energy(config: TrainConfig, progress: bool = True):
         extra_dataset = matching_dataset(extra.dataset, dataset)
         extra_split = split_of(extra_dataset, extra.split)
         parts["train"] += [_load_part(extra_dataset, extra_split.train)] * extra.repeat
-        parts["validation"].append(_load_part(extra_dataset, extra_split.validation))
+        if len(extra_split.validation):  # an extra file may train only (n_validation: 0)
+            parts["validation"].append(_load_part(extra_dataset, extra_split.validation))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
     dataset.close()

@@ -254,8 +254,9 @@ def _train_matrices(config: TrainConfig, progress: bool, device: torch.device) -
         train_part = load_matrix_data(extra_dataset, extra_split.train, names, dipoles,
                                       n_virtual)
         train_parts.extend([train_part] * extra.repeat)
-        valid_parts.append(load_matrix_data(extra_dataset, extra_split.validation, names,
-                                            dipoles, n_virtual))
+        if len(extra_split.validation):  # an extra file may train only (n_validation: 0)
+            valid_parts.append(load_matrix_data(extra_dataset, extra_split.validation, names,
+                                                dipoles, n_virtual))
         extra_splits.append((extra, extra_dataset, extra_split))
         extra_dataset.close()
     # The integrals (S, H_core, the baseline) depend on the geometry alone: once per geometry

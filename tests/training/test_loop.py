@@ -217,6 +217,24 @@ def test_extra_data_joins_training_and_evaluate_finds_its_test_split(water_file,
                                   main_dataset.split(1, 4, 2, 2).test)
 
 
+def test_an_extra_file_may_train_only(water_file, tmp_path, caplog):
+    """``n_validation: 0`` for an extra file (a handful of correlated MD frames): its records
+    train and nothing of it validates."""
+    import shutil
+
+    frames = tmp_path / "frames.h5"
+    shutil.copy(water_file, frames)
+    config = TrainConfig.from_dict({
+        **tiny_config(water_file, tmp_path / "run", max_epochs=1).to_dict(),
+        "extra_data": [{"dataset": str(frames),
+                        "split": {"n_train": 3, "n_validation": 0, "n_test": 0}}],
+    })
+    with caplog.at_level("INFO", logger="ase_phisnet"):
+        train(config, progress=False)
+    assert "7 training (repeats counted) and 2 validation geometries from 2 file(s)" \
+        in caplog.text
+
+
 def test_distributed_data_parallel_matches_one_process(water_file, tmp_path):
     """Two torchrun ranks, each half of every batch, give the weights of one process."""
     import subprocess
