@@ -187,16 +187,11 @@ class TrainingDomain:
     def _neighbour_violations(self, atomic_numbers, positions_ang, tolerance_ang) -> list[str]:
         """One sentence per element and k whose k-th neighbour distance leaves its range,
         naming the atom farthest out."""
-        if self.neighbour_ranges_ang is None:
-            return []
         problems = []
         symbols = [chemical_symbols[int(z)] for z in atomic_numbers]
-        groups = neighbour_distances_ang(atomic_numbers, positions_ang)
-        for name, (distances, atoms, neighbours) in groups.items():
-            if name not in self.neighbour_ranges_ang:
-                continue  # the element itself is named by the pair check
+        for name, excess, distances, atoms, neighbours in self._neighbour_excesses(
+                atomic_numbers, positions_ang):
             low, high = self.neighbour_ranges_ang[name]
-            excess = np.maximum(low - distances, distances - high)
             worst = int(np.argmax(excess))
             if excess[worst] <= tolerance_ang:
                 continue
@@ -209,6 +204,19 @@ class TrainingDomain:
                 f"{low:.3f}-{high:.3f} Å of {symbols[atom]} atoms' {ordinal} atoms")
         return problems
 
+    def _neighbour_excesses(self, atomic_numbers, positions_ang):
+        """``(name, excess, distances, atoms, neighbours)`` for every k-th neighbour range of
+        the domain the geometry has (``excess``: Å beyond the range, negative inside); nothing
+        for a domain without neighbour ranges. An element the data lack is the pair check's."""
+        if self.neighbour_ranges_ang is None:
+            return
+        groups = neighbour_distances_ang(atomic_numbers, positions_ang)
+        for name, (distances, atoms, neighbours) in groups.items():
+            if name in self.neighbour_ranges_ang:
+                low, high = self.neighbour_ranges_ang[name]
+                excess = np.maximum(low - distances, distances - high)
+                yield name, excess, distances, atoms, neighbours
+
     def excursion_ang(self, atomic_numbers, positions_ang: np.ndarray) -> tuple[float, str]:
         """How far (Å) the geometry's farthest-out distance lies outside its range (0 when
         all are inside), and that range's name (an element pair ``"H-O"`` or a neighbour
@@ -219,15 +227,9 @@ class TrainingDomain:
             excess = max(low - float(distances.min()), float(distances.max()) - high)
             if excess > worst:
                 worst, worst_name = excess, name
-        if self.neighbour_ranges_ang is not None:
-            groups = neighbour_distances_ang(atomic_numbers, positions_ang)
-            for name, (distances, _, _) in groups.items():
-                if name not in self.neighbour_ranges_ang:
-                    continue
-                low, high = self.neighbour_ranges_ang[name]
-                excess = max(low - float(distances.min()), float(distances.max()) - high)
-                if excess > worst:
-                    worst, worst_name = excess, name
+        for name, excess, *_ in self._neighbour_excesses(atomic_numbers, positions_ang):
+            if float(excess.max()) > worst:
+                worst, worst_name = float(excess.max()), name
         return worst, worst_name
 
     def to_dict(self) -> dict:

@@ -66,9 +66,8 @@ from ase_phisnet.nn.painn import DEFAULT_NORM_EPS
 _NETWORK_FIELDS = tuple(field.name for field in dataclasses.fields(NetworkConfig))
 #: The ModelConfig fields that define the predicted matrices (the network and its baseline);
 #: the others define the energy composed from them.
-MATRIX_FIELDS = _NETWORK_FIELDS + tuple(
-    name for name in ("matrices", "exact_overlap", "exact_core_hamiltonian", "baseline",
-                      "sap_basis") if name not in _NETWORK_FIELDS)
+MATRIX_FIELDS = _NETWORK_FIELDS + ("exact_overlap", "exact_core_hamiltonian", "baseline",
+                                   "sap_basis")
 
 #: What the network's H is learned on top of: nothing, the exact core Hamiltonian, or the core
 #: Hamiltonian plus the superposition of atomic potentials.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase.build import molecule
 from ase.units import Bohr, Hartree
+from exact_matrix_checks import central_difference
 
 from ase_phisnet.core.errors import OpenShellError, SCFNotConvergedError, UnsupportedElementError
 from ase_phisnet.data.reference import Theory, compute_reference
@@ -55,16 +56,8 @@ def test_pbe_forces_are_the_energy_gradient_to_the_grids_accuracy():
     positions = (WATER.positions + rng.normal(scale=0.05, size=WATER.positions.shape)) / Bohr
     theory = Theory(xc="pbe", basis="def2-svp", conv_tol=1e-12)
     record = compute_reference(WATER.numbers, positions, theory)
-    step_bohr = 2e-4
-    numerical = np.zeros_like(positions)
-    for atom in range(3):
-        for axis in range(3):
-            energies = []
-            for sign in (1, -1):
-                displaced = positions.copy()
-                displaced[atom, axis] += sign * step_bohr
-                energies.append(compute_reference(WATER.numbers, displaced, theory).energy_eh)
-            numerical[atom, axis] = -(energies[0] - energies[1]) / (2 * step_bohr)
+    numerical = -central_difference(
+        lambda x: compute_reference(WATER.numbers, x, theory).energy_eh, positions, 2e-4)
     error_mev_per_ang = 1000 * Hartree / Bohr * np.abs(record.forces_eh_per_bohr - numerical)
     assert error_mev_per_ang.max() < 0.5 and error_mev_per_ang.mean() < 0.2
     # With the grid response (the same energies, so the same differences) they are exact to
