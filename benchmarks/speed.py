@@ -15,9 +15,11 @@ the integrals (S, H_core, V_SAP and their position derivatives, timed on their o
 network.
 
     python benchmarks/speed.py [--device cpu|cuda] [--threads 2] [--repeats 20]
-                               [--pyscf-max-atoms 12] [--quick] [--out benchmarks/results]
+                               [--pyscf-max-atoms 12] [--quick] [--sap-basis sapcompact]
+                               [--out benchmarks/results]
 
-Writes ``speed.json`` and ``speed.png`` in ``--out`` (``speed_quick.*`` with ``--quick``).
+Writes ``speed.json`` and ``speed.png`` in ``--out`` (``speed_quick.*`` with ``--quick``,
+``speed_<fit>.*`` with a ``--sap-basis`` other than the default).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ase.units import Bohr
 
 from ase_phisnet import PhiSNetCalculator
 from ase_phisnet.electronic.energy import energy_from_outputs, n_occupied_orbitals
+from ase_phisnet.core.sap import SAP_BASES
 from ase_phisnet.electronic.model import ModelConfig, PhiSNetModel
 
 CC_ANG, CH_ANG, TETRAHEDRAL_DEG = 1.53, 1.09, 109.47
@@ -89,9 +92,11 @@ def molecules(quick: bool, only: list[str] | None = None) -> dict[str, Atoms]:
     return names
 
 
-def random_model(seed: int = 0) -> PhiSNetModel:
+def random_model(seed: int = 0, **config) -> PhiSNetModel:
+    """A random-weight model of the default architecture, with ``config`` overriding
+    :class:`ModelConfig` fields."""
     torch.manual_seed(seed)
-    return PhiSNetModel(ModelConfig(elements=("H", "C", "N", "O")))
+    return PhiSNetModel(ModelConfig(elements=("H", "C", "N", "O"), **config))
 
 
 def geometries(atoms: Atoms, count: int, seed: int = 0):
@@ -220,6 +225,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: water and ethanol, 3 repeats, PySCF for water only")
     parser.add_argument("--molecules", nargs="+", help="a subset of the molecules, by label")
+    parser.add_argument("--sap-basis", choices=SAP_BASES,
+                        help="the SAP fit of the models (default: ModelConfig's); a non-default "
+                             "fit writes speed_<fit>.json")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -234,7 +242,7 @@ def main(argv=None):
     except ImportError:
         pass
     os.makedirs(args.out, exist_ok=True)
-    model = random_model().to(device)
+    model = random_model(**({"sap_basis": args.sap_basis} if args.sap_basis else {})).to(device)
     results = {
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
                     "device": str(device), "processor": platform.processor(),
@@ -286,6 +294,8 @@ def main(argv=None):
     print("time ~ N_atoms^k:", {k: None if v is None else round(v, 2)
                                 for k, v in results["scaling_exponent"].items()})
     stem = "speed_quick" if args.quick else "speed"
+    if model.config.sap_basis != ModelConfig.sap_basis:
+        stem += f"_{model.config.sap_basis}"
     with open(os.path.join(args.out, stem + ".json"), "w") as handle:
         json.dump(results, handle, indent=2)
     plot(results, os.path.join(args.out, stem + ".png"))

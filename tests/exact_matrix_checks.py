@@ -96,6 +96,27 @@ def second_derivatives(matrix: ExactMatrix, integrals, positions) -> np.ndarray:
     return hessian
 
 
+def pullbacks(matrix: ExactMatrix, integrals, positions):
+    """``pull`` and ``push`` of the integrals' own first-derivative data (whatever layout
+    ``first`` has) are the contractions of ``gradient`` they stand for, for one geometry and a
+    batch of two: ``pull(W)[A, x] = Σ_μν W_μν ∂M_μν/∂R_Ax``,
+    ``push(u)[μ, ν] = Σ_Ax u_Ax ∂M_μν/∂R_Ax``."""
+    rng = np.random.default_rng(5)
+    geometries = np.stack([positions, positions + rng.normal(scale=0.05, size=positions.shape)])
+    gradients = np.stack([integrals.gradient(p) for p in geometries])
+    first = torch.as_tensor(np.stack([integrals.first(p) for p in geometries]))
+    weights = torch.as_tensor(rng.normal(size=(2, integrals.nao, integrals.nao)))
+    displacement = torch.as_tensor(rng.normal(size=(2, *positions.shape)))
+    expected_pull = np.einsum("bmn,baxmn->bax", weights.numpy(), gradients)
+    expected_push = np.einsum("bax,baxmn->bmn", displacement.numpy(), gradients)
+    np.testing.assert_allclose(integrals.pull(weights, first).numpy(), expected_pull,
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(integrals.push(displacement, first).numpy(), expected_push,
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(integrals.pull(weights[0], first[0]).numpy(), expected_pull[0],
+                               rtol=0, atol=1e-10)
+
+
 def _weighted_sum(matrix: ExactMatrix, integrals, twice_differentiable=True):
     weights = torch.randn(integrals.nao, integrals.nao, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(3))
@@ -162,7 +183,8 @@ def permutation(matrix: ExactMatrix, integrals, positions):
     atom's of the same element)."""
     numbers = np.asarray(integrals.atomic_numbers)
     order = np.roll(np.arange(len(numbers)), -1)
-    permuted = type(integrals)(numbers[order], matrix.basis)
+    options = {"sap_basis": integrals.sap_basis} if hasattr(integrals, "sap_basis") else {}
+    permuted = type(integrals)(numbers[order], matrix.basis, **options)
     slices = BasisLayout(matrix.basis, numbers.tolist()).ao_slices(numbers.tolist())
     ao_order = np.concatenate([np.arange(slices[a].start, slices[a].stop) for a in order])
     value = matrix.numpy(integrals)(positions)

@@ -57,6 +57,10 @@ class CoreHamiltonianIntegrals(PerAtomDerivatives):
         self._gradients = rhf_grad.Gradients(mean_field)
         self._hessian = rhf_hessian.Hessian(mean_field)
         self._ao_ranges = self.mol.aoslice_by_atom()[:, 2:4]
+        atom_of_ao = np.zeros(self.mol.nao, dtype=np.int64)
+        for atom, (first, last) in enumerate(self._ao_ranges):
+            atom_of_ao[first:last] = atom
+        self._atom_of_ao = torch.as_tensor(atom_of_ao)
         self._charges = self.mol.atom_charges().astype(float)
         # int1e_grids_ip sees point charges only; ECPs and finite nuclei go through PySCF's
         # generator (build_molecule makes point nuclei, so only an ECP basis takes that path).
@@ -77,18 +81,68 @@ class CoreHamiltonianIntegrals(PerAtomDerivatives):
 
     def gradient(self, positions_bohr) -> np.ndarray:
         """``∂H_core_μν/∂R_Ax`` (A, 3, nao, nao), Eh/Bohr."""
-        mol = self._at(positions_bohr)
         if not self._point_charges_only:
+            mol = self._at(positions_bohr)
             generator = self._gradients.hcore_generator(mol)
             return np.stack([generator(atom) for atom in range(mol.natm)])
-        # potential[x, C, μ, ν] = <∂_x μ| 1/|r - R_C| |ν>, every nucleus C in one call
-        potential = mol.intor("int1e_grids_ip", grids=mol.atom_coords())
-        function_moves = -mol.intor("int1e_ipkin") + np.einsum("c,xcmn->xmn", self._charges,
-                                                               potential)  # -<∂_x μ|h|ν>
+        parts = self.first(positions_bohr)
+        function_moves, potential = parts[:, 0], parts[:, 1:]
         half = -self._charges[:, None, None, None] * potential.transpose(1, 0, 2, 3)
         for atom, (first, last) in enumerate(self._ao_ranges):
             half[atom, :, first:last] += function_moves[:, first:last]
         return half + half.transpose(0, 1, 3, 2)
+
+    def first(self, positions_bohr) -> np.ndarray:
+        """First-derivative data for :meth:`pull` and :meth:`push` (the
+        :class:`~ase_phisnet.core.integrals.ExactIntegrals` protocol), Eh/Bohr.
+
+        With point nuclei, the two integrals the derivative is made of, (3, 1 + A, nao, nao):
+        ``[x, 0] = -<∂_x μ|h|ν>`` (the function μ moving with its atom) and
+        ``[x, 1 + C] = <∂_x μ| 1/|r - R_C| |ν>`` (nucleus C's potential); the pullbacks
+        contract them with the upstream gradient directly, without building the
+        (A, 3, nao, nao) :meth:`gradient` (half the cost of the derivative for ethanol). With
+        an ECP basis, :meth:`gradient` itself.
+        """
+        if not self._point_charges_only:
+            return self.gradient(positions_bohr)
+        mol = self._at(positions_bohr)
+        # potential[x, C, μ, ν] = <∂_x μ| 1/|r - R_C| |ν>, every nucleus C in one call
+        potential = mol.intor("int1e_grids_ip", grids=mol.atom_coords())
+        function_moves = -mol.intor("int1e_ipkin") + np.einsum("c,xcmn->xmn", self._charges,
+                                                               potential)  # -<∂_x μ|h|ν>
+        return np.concatenate([function_moves[:, None], potential], axis=1)
+
+    def pull(self, weights: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``Σ_μν W_μν ∂H_core_μν/∂R_Ax`` (..., A, 3) from :meth:`first` (...)."""
+        if not self._point_charges_only:
+            return super().pull(weights, first)
+        symmetric = weights + weights.transpose(-1, -2)
+        function_moves, potential = first[..., 0, :, :], first[..., 1:, :, :]
+        own = torch.einsum("...mn,...xmn->...mx", symmetric, function_moves)  # (..., nao, 3)
+        nuclei = torch.einsum("...mn,...xcmn->...cx", symmetric, potential)  # (..., A, 3)
+        return self._atoms_sum(own) - self._charges_like(first)[:, None] * nuclei
+
+    def push(self, displacement: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``Σ_Ax u_Ax ∂H_core/∂R_Ax`` (..., nao, nao) for u (..., A, 3)."""
+        if not self._point_charges_only:
+            return super().push(displacement, first)
+        function_moves, potential = first[..., 0, :, :], first[..., 1:, :, :]
+        spread = displacement.index_select(-2, self._atom_of_ao_on(displacement))
+        weighted = displacement * self._charges_like(first)[:, None]  # Z_C u_C
+        half = (torch.einsum("...mx,...xmn->...mn", spread, function_moves)
+                - torch.einsum("...cx,...xcmn->...mn", weighted, potential))
+        return half + half.transpose(-1, -2)
+
+    def _charges_like(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self._charges, dtype=like.dtype, device=like.device)
+
+    def _atom_of_ao_on(self, like: torch.Tensor) -> torch.Tensor:
+        return self._atom_of_ao.to(like.device)
+
+    def _atoms_sum(self, per_ao: torch.Tensor) -> torch.Tensor:
+        """Sum ``(..., nao, 3)`` over each atom's AOs -> ``(..., A, 3)``."""
+        shape = (*per_ao.shape[:-2], len(self.atomic_numbers), 3)
+        return per_ao.new_zeros(shape).index_add_(-2, self._atom_of_ao_on(per_ao), per_ao)
 
     def _hessian_blocks(self, positions_bohr):
         """Yield ``(a, b, ∂²H/∂R_a ∂R_b)`` with blocks (3, 3, nao, nao) for ``a <= b``; the

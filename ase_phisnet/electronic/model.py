@@ -99,8 +99,10 @@ class ModelConfig(NetworkConfig):
             core Hamiltonian is added (its forces and Hessians exact); ``"core_sap"``:
             ``ΔH = H - H_core - V_SAP``, the superposition of atomic potentials added as well
             (the target's largest elements drop from ~19 Eh to < 1 Eh); ``"none"``: H itself.
-        sap_basis: The Gaussian-charge fit of ``V_SAP`` (:data:`~ase_phisnet.core.sap.SAP_BASES`);
-            the smaller fit makes its gradient ~1.5x cheaper.
+        sap_basis: The Gaussian-charge fit of ``V_SAP`` (:data:`~ase_phisnet.core.sap.SAP_BASES`):
+            PySCF's ``sapgrasplarge`` or ``sapgraspsmall``, or ``sapcompact`` (2-3 Gaussians
+            per element, refit from the large one). Its integrals cost in proportion to the
+            number of Gaussians (ethanol: 63, 36, 21).
         energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
             ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H),
             ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S), or

@@ -52,10 +52,10 @@ def test_hessian_matches_finite_differences_of_the_gradient(system):
     checks.second_derivatives(H_CORE, *system)
 
 
-@pytest.mark.parametrize("check", ["autograd", "hessian_by_rows", "symmetries",
+@pytest.mark.parametrize("check", ["pullbacks", "autograd", "hessian_by_rows", "symmetries",
                                    "permutation"])
 def test_shared_exact_matrix_checks(system, check):
-    """Autograd (gradcheck/gradgradcheck of ``Σ W ∘ H_core(R)``, one geometry and two; a Hessian
+    """The pullbacks, autograd (gradcheck/gradgradcheck of ``Σ W ∘ H_core(R)``, one geometry and two; a Hessian
     by rows), translation invariance, rotation and reflection covariance and atom permutations: see
     ``exact_matrix_checks``."""
     getattr(checks, check)(H_CORE, *system)

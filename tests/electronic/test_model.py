@@ -171,7 +171,8 @@ def _pyscf_baseline(baseline, numbers, positions_bohr, sap_basis="sapgrasplarge"
 
 @pytest.mark.parametrize("baseline,sap_basis", [("core", "sapgrasplarge"),
                                                 ("core_sap", "sapgrasplarge"),
-                                                ("core_sap", "sapgraspsmall")])
+                                                ("core_sap", "sapgraspsmall"),
+                                                ("core_sap", "sapcompact")])
 def test_baseline_adds_pyscf_matrices_with_exact_forces(baseline, sap_basis):
     """``baseline="core"``: H is the network's head plus PySCF's ``get_hcore()`` at the same
     geometry; ``"core_sap"``: plus PySCF's superposition of atomic potentials (1e-10 Eh,
