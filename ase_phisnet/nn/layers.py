@@ -178,7 +178,9 @@ class DepthwiseTensorProduct(nn.Module):
     block are ordered (output type, ``M``, path), so each block's result is already m-major per
     output type and the output is a concatenation (no gather). (3) The weights: the radial MLP's
     last layer is linear, so its columns are permuted once (a parameter-sized gather) and one
-    ``mm`` gives ``w`` directly in output order. The tables are built by ``e3nn.o3.wigner_3j``
+    ``mm`` gives ``w`` directly in output-channel order; each type's block ``(2L+1, channels)``
+    is multiplied by its channels' weights broadcast over ``M`` (a weight per component would be
+    ``2L+1`` times the memory traffic). The tables are built by ``e3nn.o3.wigner_3j``
     in float64 and cast per dtype: e3nn's own ``TensorProduct`` bakes them in torch's default
     dtype (float32), which breaks float64 equivariance at the 1e-8 level.
 
@@ -236,10 +238,11 @@ class DepthwiseTensorProduct(nn.Module):
             self._block_types.append([(t, n * mul) for t, n in types])
             w_offset += len(paths) * mul
         self._weight_numel = w_offset
-        # weight of every output position (type, M, channel): repeat each type's columns over M
-        w_index = np.concatenate([
-            np.tile(np.concatenate([c.ravel() for c in w_columns[ir]]), ir.dim)
-            for ir in self._output_irs])
+        # weight of every output channel (type, channel); it is shared by the type's 2L+1
+        # components, so the product broadcasts it over M instead of holding it per component
+        w_index = np.concatenate([np.concatenate([c.ravel() for c in w_columns[ir]])
+                                  for ir in self._output_irs])
+        self._output_channels = [mul for mul, _ in self.irreps_out]
         self._constants = _Constants(table=torch.cat(tables, dim=1),
                                      w_index=torch.as_tensor(w_index))
 
@@ -258,8 +261,9 @@ class DepthwiseTensorProduct(nn.Module):
         return torch.matmul(sh, self._constants.get("table", sh))
 
     def output_weights(self, radial_mlp: e3nn_nn.FullyConnectedNet, radial: torch.Tensor):
-        """``radial_mlp(radial)`` (weights ``(..., weight_numel)``) spread to every output
-        component ``(..., irreps_out.dim)``: the last (linear) layer's columns permuted."""
+        """``radial_mlp(radial)`` (weights ``(..., weight_numel)``) in output-channel order
+        ``(..., sum_t mul_t)`` (type, then its channels): the last (linear) layer's columns
+        permuted."""
         *hidden_layers, last = radial_mlp
         if last.act is not None:
             raise ValueError("the radial MLP's last layer must be linear")
@@ -267,12 +271,12 @@ class DepthwiseTensorProduct(nn.Module):
         for layer in hidden_layers:
             hidden = layer(hidden)
         weight = last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5  # (H, numel)
-        spread = weight.t().index_select(0, self._constants.get("w_index", radial))  # (D, H)
-        return torch.matmul(hidden, spread.t())
+        ordered = weight.t().index_select(0, self._constants.get("w_index", radial))  # (C, H)
+        return torch.matmul(hidden, ordered.t())
 
     def forward(self, x, coupled, weights):
         """``x`` m-major input features, ``coupled = self.couple(sh)``, ``weights`` from
-        :meth:`output_weights` (one per output component)."""
+        :meth:`output_weights` (one per output channel, shared by its 2L+1 components)."""
         leading = x.shape[:-1]
         xs = x.split(self._in_dims, dim=-1) if len(self._in_dims) > 1 else (x,)
         gs = coupled.split(self._coupled_sizes, dim=-1)
@@ -284,10 +288,12 @@ class DepthwiseTensorProduct(nn.Module):
             pieces = z.split([t.dim * channels for t, channels in types], dim=-1)
             for (t, channels), piece in zip(types, pieces):
                 per_type[t].append(piece.view(-1, t.dim, channels))
-        out = torch.cat([torch.cat(per_type[ir], dim=-1).view(-1, ir.dim * mul)
-                         if len(per_type[ir]) > 1 else per_type[ir][0].reshape(-1, ir.dim * mul)
-                         for mul, ir in self.irreps_out], dim=-1)
-        return out.view(*leading, -1) * weights
+        type_weights = weights.reshape(-1, weights.shape[-1]).split(self._output_channels, -1)
+        out = torch.cat([
+            ((torch.cat(per_type[ir], dim=-1) if len(per_type[ir]) > 1 else per_type[ir][0])
+             * w.unsqueeze(-2)).view(-1, ir.dim * mul)  # (N, 2L+1, mul) x (N, 1, mul)
+            for (mul, ir), w in zip(self.irreps_out, type_weights)], dim=-1)
+        return out.view(*leading, -1)
 
 
 def gated_irreps(irreps_hidden: o3.Irreps) -> tuple[o3.Irreps, o3.Irreps, o3.Irreps]:
