@@ -189,12 +189,22 @@ class DepthwiseTensorProduct(nn.Module):
     the paths of equal ``(L, p)`` as channels (blocks, then paths, then input channels). The
     weight vector of e3nn's layout (what the radial MLP outputs) is, per input block,
     ``(path, channel)`` row-major.
+
+    ``used_irreps``: the output irreps whoever reads the product uses (an ``o3.Linear`` only
+    connects equal irreps, so e.g. an interaction's ``1e`` and ``2o`` outputs reach no gate
+    input). Paths to other irreps are not computed and ``irreps_out`` leaves them out;
+    ``weight_numel`` still counts their weights, so the radial MLP and model files keep their
+    shapes (those weights never had a gradient).
     """
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed_ls):
+    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed_ls,
+                 used_irreps=None):
         super().__init__()
         self.irreps_in, self.irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
         self.allowed_ls = tuple(sorted(set(allowed_ls)))
+        self.used_irreps = (None if used_irreps is None else
+                            tuple(sorted({o3.Irrep(ir) for ir in used_irreps},
+                                         key=lambda ir: (ir.l, ir.p))))
         sh_offsets = np.cumsum([0] + [ir.dim for _, ir in self.irreps_sh])
         blocks, path_irreps = [], []
         for mul, ir_in in self.irreps_in:
@@ -203,7 +213,9 @@ class DepthwiseTensorProduct(nn.Module):
             blocks.append((mul, ir_in, paths))
             path_irreps += [(mul, ir_out) for _, ir_out in paths]
         self._path_irreps = o3.Irreps(path_irreps)
-        self._output_irs = sorted({ir for _, ir in self._path_irreps}, key=lambda ir: (ir.l, ir.p))
+        self._output_irs = sorted({ir for _, ir in self._path_irreps
+                                   if self.used_irreps is None or ir in self.used_irreps},
+                                  key=lambda ir: (ir.l, ir.p))
         self.irreps_out = o3.Irreps([
             (sum(mul for mul, ir in self._path_irreps if ir == target), target)
             for target in self._output_irs])
@@ -230,7 +242,8 @@ class DepthwiseTensorProduct(nn.Module):
                 path_index = np.array([p for p, _ in chosen])
                 w_columns[target].append(  # (n_paths, U): weight of (path, u)
                     w_offset + path_index[:, None] * mul + np.arange(mul)[None, :])
-            table = torch.cat([r.reshape(self.irreps_sh.dim, -1, ir_in.dim) for r in rows], 1)
+            table = torch.cat([r.reshape(self.irreps_sh.dim, -1, ir_in.dim) for r in rows], 1) \
+                if rows else torch.zeros(self.irreps_sh.dim, 0, ir_in.dim, dtype=torch.float64)
             tables.append(table.reshape(self.irreps_sh.dim, -1))
             k_total = table.shape[1]
             self._coupled_sizes.append(k_total * ir_in.dim)
@@ -254,7 +267,7 @@ class DepthwiseTensorProduct(nn.Module):
     @property
     def structure(self) -> tuple:
         """Products with equal ``structure`` have equal :meth:`couple` results."""
-        return (str(self.irreps_in), str(self.irreps_sh), self.allowed_ls)
+        return (str(self.irreps_in), str(self.irreps_sh), self.allowed_ls, self.used_irreps)
 
     def couple(self, sh: torch.Tensor) -> torch.Tensor:
         """``G (..., E, sum_b K_b (2 l_b + 1))``: the harmonics contracted with the CG tables."""
@@ -283,6 +296,8 @@ class DepthwiseTensorProduct(nn.Module):
         per_type = {ir: [] for ir in self._output_irs}
         for block, g, (k_total, dim_in, mul), types in zip(xs, gs, self._block_shapes,
                                                            self._block_types):
+            if not k_total:  # no path of this block reaches a used output
+                continue
             z = torch.bmm(g.reshape(-1, k_total, dim_in), block.reshape(-1, dim_in, mul))
             z = z.view(-1, k_total * mul)
             pieces = z.split([t.dim * channels for t, channels in types], dim=-1)
@@ -360,13 +375,15 @@ class Interaction(nn.Module):
         self.irreps_hidden = o3.Irreps(irreps_hidden)
         self.avg_neighbors = float(avg_neighbors)
         self.linear_in = o3.Linear(self.irreps_hidden, self.irreps_hidden)
+        scalars, gates, gated = gated_irreps(self.irreps_hidden)
+        # the message linear maps to the gate's inputs, so only their irreps are computed
         self.tensor_product = DepthwiseTensorProduct(
-            self.irreps_hidden, irreps_sh, allowed_ls=self.irreps_hidden.ls)
+            self.irreps_hidden, irreps_sh, allowed_ls=self.irreps_hidden.ls,
+            used_irreps=[ir for _, ir in scalars + gates + gated])
         self.irreps_mid = self.tensor_product.irreps_out
         self.radial_weights = e3nn_nn.FullyConnectedNet(
             [num_radial, radial_hidden, self.tensor_product.weight_numel], torch.nn.functional.silu
         )
-        scalars, gates, gated = gated_irreps(self.irreps_hidden)
         self.gate = e3nn_nn.Gate(
             scalars, [torch.nn.functional.silu] * len(scalars),
             gates, [torch.sigmoid] * len(gates), gated,

@@ -26,7 +26,13 @@ from torch import nn
 
 from ase_phisnet.core.basis import BasisLayout
 from ase_phisnet.core.errors import UnsupportedElementError
-from ase_phisnet.nn.heads import MatrixHead, build_assembly, build_template, predict_matrices
+from ase_phisnet.nn.heads import (
+    MatrixHead,
+    block_irreps_and_expansion,
+    build_assembly,
+    build_template,
+    predict_matrices,
+)
 from ase_phisnet.nn.layers import (
     BesselRadialBasis,
     DepthwiseTensorProduct,
@@ -104,16 +110,18 @@ def onsite_overlap(basis: str, atomic_number: int):
 class PairFeatures(nn.Module):
     """``p_ij = W(r_ij) * ((A x_i + B x_j) (x)_uvu Y(r_ij))``: equivariant pair features.
 
-    ``irreps_in``: the atom features' irreps; ``irreps_out``: the depthwise product's.
+    ``irreps_in``: the atom features' irreps; ``irreps_out``: the depthwise product's, only
+    the ``used_irreps`` when given (the irreps the matrix heads read).
     """
 
-    def __init__(self, irreps_hidden, irreps_sh, num_radial, radial_hidden):
+    def __init__(self, irreps_hidden, irreps_sh, num_radial, radial_hidden, used_irreps=None):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_hidden)
         self.linear_src = o3.Linear(irreps_hidden, irreps_hidden)
         self.linear_dst = o3.Linear(irreps_hidden, irreps_hidden)
         self.tensor_product = DepthwiseTensorProduct(irreps_hidden, irreps_sh,
-                                                     allowed_ls=irreps_hidden.ls)
+                                                     allowed_ls=irreps_hidden.ls,
+                                                     used_irreps=used_irreps)
         self.radial_weights = e3nn_nn.FullyConnectedNet(
             [num_radial, radial_hidden, self.tensor_product.weight_numel], nn.functional.silu)
         self.irreps_out = self.tensor_product.irreps_out
@@ -153,9 +161,12 @@ class PhiSNet(nn.Module):
             Interaction(self.irreps_hidden, self.irreps_sh, config.num_radial,
                         config.radial_hidden, config.avg_neighbors)
             for _ in range(config.num_layers))
-        self.pair_features = PairFeatures(self.irreps_hidden, self.irreps_sh, config.num_radial,
-                                          config.radial_hidden)
         self.template = build_template(self.layout)
+        # The heads read the pair features' irreps of the matrix blocks only; TraceGrad reads all
+        block_irreps = [ir for _, ir in block_irreps_and_expansion(self.template.slot_ls)[0]]
+        self.pair_features = PairFeatures(self.irreps_hidden, self.irreps_sh, config.num_radial,
+                                          config.radial_hidden,
+                                          used_irreps=None if config.tracegrad else block_irreps)
         self.heads = nn.ModuleDict()
         for name in config.matrices:
             fixed = None
