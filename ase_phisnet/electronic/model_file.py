@@ -37,7 +37,7 @@ UNRECORDED_FIELDS = {"matrices": ("hamiltonian", "overlap", "core_hamiltonian"),
                      "exact_overlap": False, "exact_core_hamiltonian": False,
                      "baseline": "none", "energy_model": "phisnet", "remainder": "atomwise",
                      "pair_repulsion": "none", "remainder_norm_eps": 1e-8,
-                     "pair_repulsion_cutoff_scale": 1.0}
+                     "pair_repulsion_cutoff_scale": 1.0, "sap_basis": "sapgrasplarge"}
 
 
 def recorded_config(values: dict) -> ModelConfig:

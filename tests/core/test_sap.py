@@ -56,13 +56,19 @@ def _pyscf_sap_matrix(numbers, positions, monkeypatch):
 
 
 def test_values_are_pyscfs_sap_potential(system, monkeypatch):
-    if system[0].sap_basis != "sapgrasplarge":
-        pytest.skip("PySCF's SAP guess uses sapgrasplarge")
-    """At the first geometry and after moving every atom (the charge shells move with them)."""
+    """At the first geometry and after moving every atom (the charge shells move with them):
+    the matrix of PySCF's SAP guess for ``sapgrasplarge``, PySCF's ``make_sap`` handed the
+    fit's charges otherwise."""
     integrals, positions = system
     moved = positions + np.random.default_rng(2).normal(scale=0.2, size=positions.shape)
     for geometry in (positions, moved):
-        reference = _pyscf_sap_matrix(integrals.atomic_numbers, geometry, monkeypatch)
+        if integrals.sap_basis == "sapgrasplarge":
+            reference = _pyscf_sap_matrix(integrals.atomic_numbers, geometry, monkeypatch)
+        else:
+            mol = build_molecule(integrals.atomic_numbers, geometry, BASIS, charge=0)
+            charges = {mol.atom_symbol(a): load_sap_basis(integrals.sap_basis, mol.atom_symbol(a))
+                       for a in range(mol.natm)}
+            reference = hf.make_sap(mol, charges)
         np.testing.assert_allclose(integrals.sap_potential(geometry), reference, rtol=0,
                                    atol=1e-10)
         checks.torch_value(V_SAP, integrals, geometry, reference)
