@@ -62,10 +62,11 @@ def median_ms(function, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def measure(path: str, n_records: int, repeats: int, basis: str) -> dict:
+def measure(path: str, n_records: int, repeats: int) -> dict:
     """Every SAP fit's target statistics and integral times on the first ``n_records`` of
-    ``path``."""
+    ``path`` (in the data set's own basis)."""
     dataset = HamiltonianDataset(path)
+    basis = dataset.metadata.theory.basis
     records = [dataset[i] for i in range(min(n_records, len(dataset)))]
     numbers = records[0].atomic_numbers
     positions = [r.positions_bohr for r in records]
@@ -75,7 +76,8 @@ def measure(path: str, n_records: int, repeats: int, basis: str) -> dict:
     symbols = sorted({core.mol.atom_symbol(i) for i in range(len(numbers))})
     overlap = OverlapIntegrals(numbers, basis)
     result = {
-        "data": path, "n_records": len(records), "atomic_numbers": numbers.tolist(),
+        "data": path, "basis": basis, "n_records": len(records),
+        "atomic_numbers": numbers.tolist(),
         "targets": {"H": target_statistics(hamiltonians), "core": target_statistics(without_core)},
         "times_ms": {
             "overlap": {"value": median_ms(lambda: overlap.value(positions[0]), repeats),
@@ -102,14 +104,13 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=200, help="records per data set")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--basis", default="def2-svp")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {"threads": args.threads, "load_average": list(os.getloadavg()), "data": []}
     with lib.with_omp_threads(args.threads):
         for path in args.data:
-            results["data"].append(measure(path, args.n, args.repeats, args.basis))
+            results["data"].append(measure(path, args.n, args.repeats))
     for entry in results["data"]:
         print(f"\n{entry['data']} ({entry['n_records']} records)")
         print(f"{'target':>14} {'largest':>9} {'mean':>9} {'spread':>9} "
