@@ -216,6 +216,9 @@ class DepthwiseTensorProduct(nn.Module):
         self._output_irs = sorted({ir for _, ir in self._path_irreps
                                    if self.used_irreps is None or ir in self.used_irreps},
                                   key=lambda ir: (ir.l, ir.p))
+        if not self._output_irs:
+            raise ValueError(f"no path of {self.irreps_in} x {self.irreps_sh} reaches the used "
+                             f"irreps {self.used_irreps}")
         self.irreps_out = o3.Irreps([
             (sum(mul for mul, ir in self._path_irreps if ir == target), target)
             for target in self._output_irs])

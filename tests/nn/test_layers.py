@@ -92,6 +92,38 @@ def test_depthwise_tensor_product_is_its_defining_sum():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-13)
 
 
+def test_product_of_used_irreps_is_the_full_products_restriction():
+    """``used_irreps`` leaves the other outputs uncomputed: the result is the full product's
+    blocks of the used irreps (same order), the radial weights keep their number, and a block
+    whose every path is dropped is skipped."""
+    irreps_in = o3.Irreps("3x0e + 2x1o + 2x2e")
+    used = [o3.Irrep("0e"), o3.Irrep("1o"), o3.Irrep("2e")]
+    full = DepthwiseTensorProduct(irreps_in, SH, allowed_ls=(0, 1, 2))
+    kept = DepthwiseTensorProduct(irreps_in, SH, allowed_ls=(0, 1, 2), used_irreps=used)
+    assert kept.weight_numel == full.weight_numel
+    assert [ir for _, ir in kept.irreps_out] == used
+    rng = torch.Generator().manual_seed(1)
+    x = torch.randn(5, irreps_in.dim, generator=rng, dtype=torch.float64)
+    sh = torch.randn(5, SH.dim, generator=rng, dtype=torch.float64)
+    w = torch.randn(5, full.weight_numel, generator=rng, dtype=torch.float64)
+    full_out = full(x, full.couple(sh), w.index_select(-1, full._constants.get("w_index", w)))
+    kept_out = kept(x, kept.couple(sh), w.index_select(-1, kept._constants.get("w_index", w)))
+    slices = dict(zip([ir for _, ir in full.irreps_out], full.irreps_out.slices()))
+    expected = torch.cat([full_out[:, slices[ir]] for ir in used], dim=-1)
+    torch.testing.assert_close(kept_out, expected, rtol=0, atol=1e-14)
+    # the 1o block times a scalar harmonic gives 1o only: skipped, its weights still counted
+    scalars_only = DepthwiseTensorProduct(o3.Irreps("2x0e + 1x1o"), o3.Irreps("1x0e"),
+                                          allowed_ls=(0, 1), used_irreps=["0e"])
+    assert scalars_only.irreps_out == o3.Irreps("2x0e") and scalars_only.weight_numel == 3
+    x = torch.randn(4, 5, generator=rng, dtype=torch.float64)
+    out = scalars_only(x, scalars_only.couple(torch.ones(4, 1, dtype=torch.float64)),
+                       torch.ones(4, 2, dtype=torch.float64))
+    torch.testing.assert_close(out, x[:, :2], rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="no path"):
+        DepthwiseTensorProduct(o3.Irreps("2x0e"), o3.Irreps("1x0e"), allowed_ls=(0,),
+                               used_irreps=["0o"])
+
+
 def test_gate_plan_is_e3nns_gate():
     scalars, gates, gated = gated_irreps(HIDDEN)
     gate = e3nn_nn.Gate(scalars, [torch.nn.functional.silu], gates, [torch.sigmoid] * len(gates),
