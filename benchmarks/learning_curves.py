@@ -26,6 +26,22 @@ curves count, so variants may share the cores):
     done
     python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves
 
+The SAP fits side by side (each pair at once, one process per core, into its own folder):
+
+    for variant in default default_sapcompact; do
+        python benchmarks/learning_curves.py benchmarks/learning_curves/water_$variant.yaml \
+            --heldout data/water_pbe_def2svp_500k_seed1.h5 --budget-minutes 30 \
+            --out benchmarks/results/learning_curves/sap_fits &
+    done; wait
+    ase-phisnet generate --molecule CH3CH2OH --n 300 --xc pbe --basis def2-svp \
+        --temperature 300 500 --workers 2 --seed 0 --out data/ethanol_pbe_def2svp_300.h5
+    for fit in sapgrasplarge sapcompact; do
+        python benchmarks/learning_curves.py benchmarks/learning_curves/ethanol300_$fit.yaml \
+            --heldout data/ethanol_pbe_def2svp_500k_seed1.h5 --budget-minutes 25 \
+            --out benchmarks/results/learning_curves/sap_fits &
+    done; wait
+    python benchmarks/learning_curves.py --plot benchmarks/results/learning_curves/sap_fits
+
 ``--extend`` continues the curves in ``--out`` to a larger ``--budget-minutes`` from the
 checkpoints in ``runs/``. The committed ethanol curves stop short of the 120-minute budget (5 to
 48 CPU-minutes; docs/benchmarks.md gives the last point of each).
