@@ -100,9 +100,10 @@ class ModelConfig(NetworkConfig):
             ``ΔH = H - H_core - V_SAP``, the superposition of atomic potentials added as well
             (the target's largest elements drop from ~19 Eh to < 1 Eh); ``"none"``: H itself.
         sap_basis: The Gaussian-charge fit of ``V_SAP`` (:data:`~ase_phisnet.core.sap.SAP_BASES`):
-            PySCF's ``sapgrasplarge`` or ``sapgraspsmall``, or ``sapcompact`` (2-3 Gaussians
-            per element, refit from the large one). Its integrals cost in proportion to the
-            number of Gaussians (ethanol: 63, 36, 21).
+            ``sapcompact`` (2-3 Gaussians per element, refit from PySCF's large fit; learns H
+            as well as it at equal CPU time, docs/benchmarks.md) or PySCF's ``sapgrasplarge``
+            (the default before) or ``sapgraspsmall``. Its integrals cost in proportion to the
+            number of Gaussians (ethanol: 21, 63, 36).
         energy_model: The electronic term (:mod:`ase_phisnet.electronic.energy`):
             ``"phisnet"``, ``E_nuc + 1/2 Tr[P (H_core + H)]`` (needs H, S and core H),
             ``"band_structure"``, ``Tr[P H] = 2 sum_occ eps_i`` (needs H and S), or
@@ -131,7 +132,7 @@ class ModelConfig(NetworkConfig):
     exact_overlap: bool = True
     exact_core_hamiltonian: bool = True
     baseline: BaselineName = "core_sap"
-    sap_basis: SAPBasisName = "sapgrasplarge"
+    sap_basis: SAPBasisName = "sapcompact"
     energy_model: EnergyModelName = "phisnet"
     remainder: RemainderName = "atomwise"
     energy_hidden: int = 32

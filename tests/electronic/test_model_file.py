@@ -121,8 +121,10 @@ def test_fields_a_file_does_not_record_take_their_values_of_that_time(tmp_path):
         del meta["config"][name]
     (tmp_path / "model.pt.json").write_text(json.dumps(meta))
     loaded = load_model(path)
-    # the PaiNN's soft-norm eps was 1e-8 before the field existed (today 1e-2)
-    assert loaded.config == dataclasses.replace(model.config, remainder_norm_eps=1e-8)
+    # the PaiNN's soft-norm eps was 1e-8 before the field existed (today 1e-2), and V_SAP's
+    # charges PySCF's large fit (today the compact one)
+    assert loaded.config == dataclasses.replace(model.config, remainder_norm_eps=1e-8,
+                                                sap_basis="sapgrasplarge")
     # the ZBL prior ended at the full covalent radii sum (today 0.75 of it); without the prior
     # the scale changes nothing and reads as today's
     assert recorded_config({"pair_repulsion": "zbl"}).pair_repulsion_cutoff_scale == 1.0
