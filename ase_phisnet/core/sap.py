@@ -266,7 +266,9 @@ def exact_sap(integrals: SAPIntegrals, positions_bohr: torch.Tensor,
     multiplies it (force training), but is constant in R: a second derivative in R through it
     silently misses the d²V_SAP/dR² terms (see
     :func:`~ase_phisnet.core.integrals.exact_overlap`). Cost per geometry, ethanol in
-    def2-SVP on one core: value 4.5 ms (PySCF's ``make_sap`` 9 ms), first derivative 16 ms,
-    second (the weighted Hessian, once per backward graph) 63 ms.
+    def2-SVP on one core (benchmarks/sap_baselines.py): value 3.8 ms and first derivative
+    13.6 ms with ``sapcompact``, 6.8 and 26.4 ms with ``sapgrasplarge`` (PySCF's ``make_sap``
+    ~9 ms for the value); the second derivative (the weighted Hessian, once per backward
+    graph) 63 ms with ``sapgrasplarge``.
     """
     return exact_matrix(integrals, positions_bohr, twice_differentiable)
