@@ -1,20 +1,14 @@
 """Smoke test of benchmarks/interleaved_calls.py: each variant runs in its own process, round by
 round, and its medians land in the JSON; a malformed variant is refused."""
 
-import importlib.util
 import json
-from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "interleaved_calls.py"
-
-
 def load_script():
-    spec = importlib.util.spec_from_file_location("interleaved_calls_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("interleaved_calls")
 
 
 def test_variants_are_timed_round_by_round(tmp_path):
